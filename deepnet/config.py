@@ -1,0 +1,195 @@
+"""The typed experiment config: ``data``, ``model`` and ``train`` sections, YAML in and out.
+
+Every field is validated by pydantic; an unknown key fails with the nearest valid key, and
+``section.key=value`` overrides are applied before validation, so they are checked too.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+__all__ = [
+    "AugmentSection",
+    "ConfigError",
+    "DataConfig",
+    "ExperimentConfig",
+    "ModelConfig",
+    "TrainConfig",
+    "apply_overrides",
+    "load_config",
+    "parse_config",
+    "save_config",
+]
+
+
+class ConfigError(ValueError):
+    """A config file or override is malformed; the message names the key and the fix."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class AugmentSection(_Section):
+    shift: float = Field(0.0, ge=0, le=0.5, description="max translation, fraction of the side")
+    rotate: float = Field(0.0, ge=0, le=180, description="max rotation in degrees")
+    scale: float = Field(0.0, ge=0, lt=1, description="max relative zoom")
+    noise: float = Field(0.0, ge=0, description="std of Gaussian noise")
+
+
+class DataConfig(_Section):
+    name: str = Field("digits", description="digits | mnist | sst2 | tiny-shakespeare | path/to/file.csv|.npz")
+    data_dir: str | None = None
+    val_fraction: float | None = Field(None, ge=0, lt=1)
+    label: str | None = Field(None, description="label column of a CSV")
+    max_len: int | None = Field(None, ge=1, description="tokens per sentence (sst2)")
+    block_size: int | None = Field(None, ge=2, description="characters per window (tiny-shakespeare)")
+    augment: AugmentSection = Field(default_factory=AugmentSection)
+
+    def loader_options(self) -> dict[str, Any]:
+        options = {"val_fraction": self.val_fraction, "label": self.label,
+                   "max_len": self.max_len, "block_size": self.block_size}
+        return {k: v for k, v in options.items() if v is not None}
+
+
+class ModelConfig(_Section):
+    name: str = "mlp"
+    args: dict[str, Any] = Field(default_factory=dict, description="constructor arguments")
+    init: Literal["default", "xavier_uniform", "xavier_normal", "he_uniform", "he_normal"] = "default"
+
+
+class TrainConfig(_Section):
+    epochs: int = Field(10, ge=1)
+    batch_size: int = Field(128, ge=1)
+    eval_batch_size: int = Field(1024, ge=1)
+    loss: Literal["cross_entropy", "bce", "mse"] = "cross_entropy"
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    optimizer: Literal["sgd", "adam", "adamw", "rmsprop", "adagrad"] = "adamw"
+    lr: float = Field(3e-3, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    nesterov: bool = False
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = Field(0.0, ge=0)
+    schedule: Literal["constant", "step", "cosine", "onecycle"] = "cosine"
+    warmup_epochs: float = Field(0.0, ge=0)
+    step_size: int = Field(10, ge=1, description="epochs between decays (step schedule)")
+    gamma: float = Field(0.1, gt=0, le=1, description="decay factor (step schedule)")
+    min_lr_ratio: float = Field(0.0, ge=0, le=1, description="final lr as a fraction of lr (cosine)")
+    grad_clip: float | None = Field(None, gt=0, description="max global gradient norm")
+    early_stopping: bool = False
+    patience: int = Field(5, ge=1)
+    monitor: Literal["val_loss", "val_accuracy"] = "val_loss"
+    precision: Literal["fp32", "bf16"] = "fp32"
+    compile: bool = False
+    seed: int = 0
+    deterministic: bool = False
+    threads: int | None = Field(None, ge=1, description="CPU threads; default: all cores")
+    aux_loss_weight: float = Field(0.01, ge=0, description="weight of a model's aux_loss (MoE)")
+    checkpoint_every: int = Field(1, ge=0, description="epochs between checkpoints; 0 = never")
+    max_steps_per_epoch: int | None = Field(None, ge=1, description="cap on steps per epoch")
+
+    @model_validator(mode="after")
+    def _warmup_within_epochs(self) -> TrainConfig:
+        if self.warmup_epochs >= self.epochs and self.warmup_epochs > 0:
+            raise ValueError(
+                f"warmup_epochs ({self.warmup_epochs}) must be smaller than epochs ({self.epochs})"
+            )
+        return self
+
+
+class ExperimentConfig(_Section):
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+
+
+def _section_for(loc: tuple[Any, ...]) -> type[BaseModel]:
+    model: type[BaseModel] = ExperimentConfig
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part))
+        annotation = getattr(field, "annotation", None) if field else None
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            model = annotation
+        else:
+            break
+    return model
+
+
+def _explain(err: ValidationError, source: str) -> ConfigError:
+    first = err.errors()[0]
+    loc = tuple(first["loc"])
+    key = ".".join(str(p) for p in loc) or "<top level>"
+    if first["type"] == "extra_forbidden":
+        valid = list(_section_for(loc).model_fields)
+        close = difflib.get_close_matches(str(loc[-1]), valid, n=1, cutoff=0.5)
+        hint = f"did you mean {'.'.join(str(p) for p in loc[:-1]) + '.' if len(loc) > 1 else ''}{close[0]}?" if close else ""
+        return ConfigError(
+            f"{source}: unknown key {key!r}; {hint or 'valid keys here are ' + ', '.join(valid) + '.'}"
+        )
+    received = first.get("input")
+    return ConfigError(f"{source}: invalid value for {key!r}: {first['msg']} (received {received!r}).")
+
+
+def parse_config(raw: dict[str, Any] | None, source: str = "config") -> ExperimentConfig:
+    """Validate a plain dict (as read from YAML) into an :class:`ExperimentConfig`."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: expected a mapping with sections data/model/train, received {type(raw).__name__}.")
+    try:
+        return ExperimentConfig.model_validate(raw)
+    except ValidationError as err:
+        raise _explain(err, source) from None
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``section.key=value`` strings to a raw config dict; values are parsed as YAML."""
+    for item in overrides:
+        if "=" not in item or item.startswith("="):
+            raise ConfigError(f"Override {item!r} is not of the form section.key=value (e.g. train.lr=0.01).")
+        dotted, text = item.split("=", 1)
+        try:
+            value = yaml.safe_load(text) if text else None
+        except yaml.YAMLError:
+            value = text
+        node = raw
+        parts = dotted.strip().split(".")
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"Override {item!r}: {part!r} is a value, not a section.")
+            node = child
+        node[parts[-1]] = value
+    return raw
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> ExperimentConfig:
+    """Read a YAML config (or start from the defaults), apply overrides, validate."""
+    raw: dict[str, Any] = {}
+    source = str(path) if path else "config"
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"Config file {p} not found. Check the path (examples/ has ready-made configs).")
+        try:
+            raw = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as err:
+            mark = getattr(err, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            raise ConfigError(f"{p} is not valid YAML{where}: {getattr(err, 'problem', err)}. Fix the syntax.") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{p}: expected a mapping with sections data/model/train, received {type(raw).__name__}.")
+    apply_overrides(raw, overrides or [])
+    return parse_config(raw, source)
+
+
+def save_config(config: ExperimentConfig, path: str | os.PathLike) -> None:
+    """Write the resolved config, every default spelled out."""
+    data = config.model_dump(mode="json")
+    Path(path).write_text(yaml.safe_dump(data, sort_keys=False))

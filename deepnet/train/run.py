@@ -1,0 +1,138 @@
+"""The run directory: the one artifact every step after training reads.
+
+Loading never executes code from the files: the config is YAML data, weights and
+optimizer tensors are safetensors, everything else is JSON or CSV.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from deepnet.config import ConfigError, ExperimentConfig, load_config, save_config
+
+__all__ = ["Run", "RunError", "load_run", "save_weights", "load_weights", "HISTORY_FIELDS"]
+
+HISTORY_FIELDS = ["epoch", "step", "lr", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "seconds"]
+
+
+class RunError(ValueError):
+    """A run directory is missing a file or holds something unreadable."""
+
+
+def _atomic_write(path: Path, write) -> None:
+    # Write beside, then rename: a killed process never leaves a half-written artifact.
+    tmp = path.with_name(path.name + ".tmp")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def save_weights(model: nn.Module, path: Path) -> None:
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    # Tied weights share storage; safetensors wants each stored once, so clone duplicates.
+    seen: dict[int, str] = {}
+    for key, tensor in state.items():
+        ptr = tensor.untyped_storage().data_ptr()
+        if ptr in seen and tensor.numel() > 0:
+            state[key] = tensor.clone()
+        seen.setdefault(ptr, key)
+    _atomic_write(path, lambda tmp: save_file(state, str(tmp)))
+
+
+def load_weights(model: nn.Module, path: Path) -> None:
+    try:
+        state = load_file(str(path))
+    except Exception as err:  # safetensors raises its own error types
+        raise RunError(f"{path} is not a readable safetensors file ({err}). Retrain or restore the file.") from None
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise RunError(
+            f"{path} does not match the model: missing {missing[:5]}, unexpected {unexpected[:5]}. "
+            "Was model.json edited?"
+        )
+
+
+@dataclass
+class Run:
+    """A trained model and everything known about how it was made."""
+
+    model: nn.Module
+    config: ExperimentConfig
+    model_spec: dict[str, Any]
+    history: list[dict[str, float]] = field(default_factory=list)
+    metrics: dict[str, float] = field(default_factory=dict)
+    directory: Path | None = None
+
+    def save(self, directory: str | os.PathLike) -> Path:
+        """Write config.yaml, model.json, model.safetensors, history.csv, metrics.json, plots/."""
+        out = Path(directory)
+        (out / "plots").mkdir(parents=True, exist_ok=True)
+        save_config(self.config, out / "config.yaml")
+        _atomic_write(out / "model.json", lambda tmp: tmp.write_text(json.dumps(self.model_spec, indent=2)))
+        save_weights(self.model, out / "model.safetensors")
+        write_history(self.history, out / "history.csv")
+        _atomic_write(out / "metrics.json", lambda tmp: tmp.write_text(json.dumps(self.metrics, indent=2)))
+        if self.history:
+            from deepnet.train.plots import plot_learning_curves
+
+            plot_learning_curves(self.history, out / "plots" / "learning_curves.png")
+        self.directory = out
+        return out
+
+
+def write_history(history: list[dict[str, float]], path: Path) -> None:
+    def write(tmp: Path) -> None:
+        with tmp.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=HISTORY_FIELDS, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(history)
+
+    _atomic_write(path, write)
+
+
+def read_history(path: Path) -> list[dict[str, float]]:
+    with path.open(newline="") as f:
+        return [{k: float(v) if v not in ("", None) else float("nan") for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def build_model_from_spec(spec: dict[str, Any]) -> nn.Module:
+    from deepnet.models import create_model
+
+    if not spec.get("name"):
+        raise RunError("model.json names no registered model; rebuild the module yourself and call load_weights.")
+    args = dict(spec.get("args", {}))
+    if "input_shape" in args:
+        args["input_shape"] = tuple(args["input_shape"])
+    return create_model(spec["name"], **args)
+
+
+def load_run(directory: str | os.PathLike) -> Run:
+    """Rebuild the model of a run directory and load its weights, config, history, metrics."""
+    out = Path(directory)
+    if not out.is_dir():
+        raise RunError(f"Run directory {out} not found. Train one first: deepnet train ... --out {out}")
+    for name in ("model.json", "model.safetensors"):
+        if not (out / name).is_file():
+            raise RunError(f"{out} has no {name}: the run did not finish. Resume it with `deepnet train --resume {out}`.")
+    try:
+        spec = json.loads((out / "model.json").read_text())
+    except json.JSONDecodeError as err:
+        raise RunError(f"{out / 'model.json'} is not valid JSON ({err}).") from None
+    try:
+        config = load_config(out / "config.yaml") if (out / "config.yaml").is_file() else ExperimentConfig()
+    except ConfigError as err:
+        raise RunError(str(err)) from None
+    model = build_model_from_spec(spec)
+    load_weights(model, out / "model.safetensors")
+    model.eval()
+    history = read_history(out / "history.csv") if (out / "history.csv").is_file() else []
+    metrics = json.loads((out / "metrics.json").read_text()) if (out / "metrics.json").is_file() else {}
+    return Run(model=model, config=config, model_spec=spec, history=history, metrics=metrics, directory=out)
