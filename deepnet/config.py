@@ -133,7 +133,9 @@ def _explain(err: ValidationError, source: str) -> ConfigError:
             f"{source}: unknown key {key!r}; {hint or 'valid keys here are ' + ', '.join(valid) + '.'}"
         )
     received = first.get("input")
-    return ConfigError(f"{source}: invalid value for {key!r}: {first['msg']} (received {received!r}).")
+    shown = "" if isinstance(received, dict) else f" (received {received!r})"
+    message = first["msg"].removeprefix("Value error, ")
+    return ConfigError(f"{source}: invalid value for {key!r}: {message}{shown}.")
 
 
 def parse_config(raw: dict[str, Any] | None, source: str = "config") -> ExperimentConfig:

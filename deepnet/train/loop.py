@@ -331,6 +331,11 @@ def fit(model: nn.Module, data: Dataset, config: TrainConfig | None = None, *,
     trainer = Trainer(model, data, train_config, augment=augment, callbacks=callbacks, quiet=quiet, model_name=name)
     out_dir = Path(out) if out is not None else None
     checkpoints = out_dir / "checkpoints" if out_dir is not None else None
+    if out_dir is not None and not resume:
+        from deepnet.config import save_config
+
+        out_dir.mkdir(parents=True, exist_ok=True)
+        save_config(experiment, out_dir / "config.yaml")
     if resume:
         if checkpoints is None:
             raise ValueError("resume=True needs out= (the run directory to resume).")
