@@ -90,7 +90,7 @@ class TrainConfig(_Section):
     seed: int = 0
     deterministic: bool = False
     threads: int | None = Field(None, ge=1, description="CPU threads; default: all cores")
-    aux_loss_weight: float = Field(0.01, ge=0, description="weight of a model's aux_loss (MoE)")
+    aux_loss_weight: float = Field(1.0, ge=0, description="multiplier on a model's aux_loss (MoE load balancing; already weighted by the model)")
     checkpoint_every: int = Field(1, ge=0, description="epochs between checkpoints; 0 = never")
     max_steps_per_epoch: int | None = Field(None, ge=1, description="cap on steps per epoch")
 
@@ -109,8 +109,8 @@ class ExperimentConfig(_Section):
     train: TrainConfig = Field(default_factory=TrainConfig)
 
 
-def _section_for(loc: tuple[Any, ...]) -> type[BaseModel]:
-    model: type[BaseModel] = ExperimentConfig
+def _section_for(loc: tuple[Any, ...], root: type[BaseModel]) -> type[BaseModel]:
+    model = root
     for part in loc[:-1]:
         field = model.model_fields.get(str(part))
         annotation = getattr(field, "annotation", None) if field else None
@@ -121,12 +121,12 @@ def _section_for(loc: tuple[Any, ...]) -> type[BaseModel]:
     return model
 
 
-def _explain(err: ValidationError, source: str) -> ConfigError:
+def _explain(err: ValidationError, source: str, root: type[BaseModel] | None = None) -> ConfigError:
     first = err.errors()[0]
     loc = tuple(first["loc"])
     key = ".".join(str(p) for p in loc) or "<top level>"
     if first["type"] == "extra_forbidden":
-        valid = list(_section_for(loc).model_fields)
+        valid = list(_section_for(loc, root or ExperimentConfig).model_fields)
         close = difflib.get_close_matches(str(loc[-1]), valid, n=1, cutoff=0.5)
         hint = f"did you mean {'.'.join(str(p) for p in loc[:-1]) + '.' if len(loc) > 1 else ''}{close[0]}?" if close else ""
         return ConfigError(

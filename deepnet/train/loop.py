@@ -21,7 +21,9 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from deepnet.config import DataConfig, ExperimentConfig, ModelConfig, TrainConfig
+from pydantic import ValidationError
+
+from deepnet.config import DataConfig, ExperimentConfig, ModelConfig, TrainConfig, _explain
 from deepnet.data import Augment, AugmentConfig, BatchLoader, Dataset, Split
 from deepnet.models import count_parameters
 from deepnet.train.callbacks import Callback, EarlyStopping, ProgressReporter
@@ -199,9 +201,9 @@ class Trainer:
             self.history.append(row)
             if self.early_stopping is not None and self.early_stopping.update(row, self.model):
                 self.stop_training = True
-            self._emit("on_epoch_end", self.epoch, logs=row)
             if checkpoint_dir is not None and c.checkpoint_every and (self.epoch % c.checkpoint_every == 0 or self.epoch == c.epochs):
                 self.save_checkpoint(checkpoint_dir)
+            self._emit("on_epoch_end", self.epoch, logs=row)
         if self.early_stopping is not None:
             self.early_stopping.restore(self.model)
         self._emit("on_train_end", logs={"trainer": self})
@@ -245,7 +247,7 @@ class Trainer:
             "optimizer_param_groups": optim_state["param_groups"],
             "optimizer_scalars": {str(i): {k: v for k, v in s.items() if not isinstance(v, torch.Tensor)}
                                   for i, s in optim_state["state"].items()},
-            "schedule": {k: v for k, v in self.schedule.state_dict().items() if k != "lr_lambdas"},
+            "schedule": self.schedule.state_dict(),  # its lr_lambdas are plain functions: stored as None
             "early_stopping": self.early_stopping.state() if self.early_stopping else None,
             "history": self.history,
             "python_random": repr(random.getstate()),
@@ -311,10 +313,8 @@ def fit(model: nn.Module, data: Dataset, config: TrainConfig | None = None, *,
     base = config or (experiment.train if experiment else TrainConfig())
     try:
         train_config = TrainConfig.model_validate({**base.model_dump(), **overrides})
-    except Exception as err:
-        from deepnet.config import ConfigError, _explain
-
-        raise (_explain(err, "fit()") if hasattr(err, "errors") else ConfigError(str(err))) from None
+    except ValidationError as err:
+        raise _explain(err, "fit()", TrainConfig) from None
     if isinstance(augment, dict):
         augment = AugmentConfig(**augment)
     if experiment is None:
