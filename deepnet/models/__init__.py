@@ -2,6 +2,7 @@
 
 from deepnet.models import (  # noqa: F401  (imported for their @register_model side effects)
     alexnet,
+    convnet,
     efficientnet,
     googlenet,
     lenet,

@@ -133,12 +133,13 @@ class ModernLeNet(nn.Module):
                  act: str = "relu", dropout: float = 0.0) -> None:
         super().__init__()
         c1, c2, c3 = 6 * width, 16 * width, 120 * width
+        small = min(input_shape[1:]) < 20  # e.g. 8x8 digits: pad so every map stays >= 1 pixel
         self.features = nn.Sequential(
             nn.Conv2d(input_shape[0], c1, 5, padding=2, bias=False), nn.BatchNorm2d(c1), activation(act),
             nn.MaxPool2d(2),                                   # (B, c1, H/2, W/2)
-            nn.Conv2d(c1, c2, 5, bias=False), nn.BatchNorm2d(c2), activation(act),
+            nn.Conv2d(c1, c2, 5, padding=2 if small else 0, bias=False), nn.BatchNorm2d(c2), activation(act),
             nn.MaxPool2d(2),                                   # (B, c2, ~H/4, ~W/4)
-            nn.Conv2d(c2, c3, 3, bias=False), nn.BatchNorm2d(c3), activation(act),
+            nn.Conv2d(c2, c3, 3, padding=1 if small else 0, bias=False), nn.BatchNorm2d(c3), activation(act),
             nn.AdaptiveAvgPool2d(1), nn.Flatten(1),            # (B, c3)
             nn.Linear(c3, 84 * width), activation(act),
         )
