@@ -79,8 +79,9 @@ def _cmd_models(args: argparse.Namespace) -> int:
     for name in list_models(args.family):
         info = model_info(name)
         counted = count_parameters(name)
+        source = info.paper if len(info.paper) <= 72 or args.json else info.paper[:71] + "…"
         rows.append((name, info.family, str(info.year), _format_count(counted),
-                     _format_count(info.published_parameters), info.paper.split(",")[0] + ", " + str(info.year)))
+                     _format_count(info.published_parameters), source))
     if args.json:
         print(json.dumps([dict(zip(("name", "family", "year", "parameters", "published", "source"), r)) for r in rows], indent=1))
         return 0
