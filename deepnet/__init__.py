@@ -3,7 +3,7 @@
 from deepnet.config import ConfigError, ExperimentConfig, load_config
 from deepnet.data import BatchLoader, Dataset, Split, load_dataset
 from deepnet.models import count_parameters, create_model, list_models, model_info, register_model
-from deepnet.train import Callback, Run, Trainer, TrainingError, evaluate_split, fit, load_run
+from deepnet.train import Callback, Run, Trainer, TrainingError, evaluate_split, fit, load_run, seed_everything
 
 __version__ = "0.1.0"
 
@@ -27,4 +27,5 @@ __all__ = [
     "load_run",
     "model_info",
     "register_model",
+    "seed_everything",
 ]

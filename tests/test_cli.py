@@ -135,3 +135,14 @@ def test_no_traceback_without_debug_and_traceback_with_it(tmp_path):
     debug = subprocess.run([sys.executable, "-m", "deepnet.cli", "--debug", "train", "-c", str(path)],
                            capture_output=True, text=True)
     assert debug.returncode != 0 and "Traceback" in debug.stderr
+
+
+def test_cli_runs_are_reproducible(tmp_path, tiny_config, capsys):
+    from safetensors.torch import load_file
+
+    for name in ("a", "b"):
+        assert main(["train", "-c", str(tiny_config), "--out", str(tmp_path / name), "--quiet",
+                     "train.deterministic=true", "model.init=he_uniform"]) == 0
+    a = load_file(str(tmp_path / "a" / "model.safetensors"))
+    b = load_file(str(tmp_path / "b" / "model.safetensors"))
+    assert all(__import__("torch").equal(a[k], b[k]) for k in a)

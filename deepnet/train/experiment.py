@@ -11,7 +11,7 @@ from deepnet.config import ExperimentConfig, load_config
 from deepnet.data import AugmentConfig, Dataset, load_dataset
 from deepnet.models import create_model, initialize, model_info
 from deepnet.models._registry import supported_data_arguments
-from deepnet.train.loop import fit
+from deepnet.train.loop import fit, seed_everything
 from deepnet.train.run import Run, RunError
 
 __all__ = ["build_model", "load_experiment_data", "run_experiment", "default_run_dir"]
@@ -45,6 +45,7 @@ def default_run_dir(config: ExperimentConfig) -> Path:
 def run_experiment(config: ExperimentConfig, out: str | os.PathLike | None = None, *, quiet: bool = False) -> Run:
     """Train the experiment ``config`` and write its run directory (default ``runs/<data>-<model>``)."""
     data = load_experiment_data(config)
+    seed_everything(config.train.seed, config.train.deterministic)  # the initial weights are seeded too
     model = build_model(config, data)
     augment = AugmentConfig(**config.data.augment.model_dump())
     out_dir = Path(out) if out is not None else default_run_dir(config)
