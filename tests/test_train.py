@@ -139,3 +139,13 @@ def test_progress_line_per_epoch_when_not_a_terminal(blob_data, capsys):
     dn.fit(_mlp(blob_data), blob_data, epochs=2)
     err = capsys.readouterr().err
     assert err.count("epoch ") == 2 and "eta" in err
+
+
+def test_googlenet_auxiliary_heads_join_the_loss():
+    data = dn.Dataset("img", *[dn.Split(torch.randn(8, 3, 32, 32), torch.randint(0, 4, (8,))) for _ in range(3)],
+                      input_shape=(3, 32, 32), num_classes=4, class_names=list("abcd"))
+    torch.manual_seed(0)
+    model = dn.create_model("googlenet", input_shape=(3, 32, 32), num_classes=4, aux_logits=True)
+    trainer = dn.Trainer(model, data, TrainConfig(epochs=1, batch_size=8), quiet=True)
+    trainer.train_step(data.train.x, data.train.y)
+    assert all(p.grad is not None for p in model.aux1.parameters())

@@ -34,6 +34,10 @@ from deepnet.train.run import Run, RunError, _atomic_write
 __all__ = ["Trainer", "TrainingError", "fit", "evaluate_split", "seed_everything"]
 
 
+# Szegedy et al. (2014): "the losses of the auxiliary classifiers were weighted by 0.3".
+AUX_CLASSIFIER_WEIGHT = 0.3
+
+
 class TrainingError(RuntimeError):
     """Training cannot go on (a NaN loss, say); the message says what to change."""
 
@@ -151,9 +155,11 @@ class Trainer:
         with torch.autocast(self.device.type, torch.bfloat16, enabled=c.precision == "bf16"):
             logits = self.forward(x)
             loss = compute_loss(c.loss, logits.float(), y, c.label_smoothing)
-            aux = getattr(self.model, "aux_loss", None)
+            aux = getattr(self.model, "aux_loss", None)  # e.g. MoE load balancing
             if isinstance(aux, torch.Tensor) and aux.requires_grad:
                 loss = loss + c.aux_loss_weight * aux
+            for aux_logits in getattr(self.model, "aux_outputs", ()):  # GoogLeNet's side heads
+                loss = loss + AUX_CLASSIFIER_WEIGHT * compute_loss(c.loss, aux_logits.float(), y, c.label_smoothing)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if c.grad_clip:
