@@ -50,11 +50,12 @@ class DataConfig(_Section):
     label: str | None = Field(None, description="label column of a CSV")
     max_len: int | None = Field(None, ge=1, description="tokens per sentence (sst2)")
     block_size: int | None = Field(None, ge=2, description="characters per window (tiny-shakespeare)")
+    min_count: int | None = Field(None, ge=1, description="train occurrences a word needs to get its own id; rarer words read as <unk> (sst2)")
     augment: AugmentSection = Field(default_factory=AugmentSection)
 
     def loader_options(self) -> dict[str, Any]:
         options = {"val_fraction": self.val_fraction, "label": self.label,
-                   "max_len": self.max_len, "block_size": self.block_size}
+                   "max_len": self.max_len, "block_size": self.block_size, "min_count": self.min_count}
         return {k: v for k, v in options.items() if v is not None}
 
 

@@ -40,10 +40,16 @@ class BatchLoader:
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         x, y, b = self.split.x, self.split.y, self.batch_size
-        if self.shuffle:
-            # One gather per epoch: later batches are contiguous views, so the hot loop
-            # does no per-batch copying at all.
-            order = self.order()
-            x, y = x.index_select(0, order), y.index_select(0, order)
+        if not self.shuffle:
+            for i in range(len(self)):
+                yield x[i * b : (i + 1) * b], y[i * b : (i + 1) * b]
+            return
+        # One small gather per batch, not one of the whole epoch: a fresh epoch-sized copy
+        # (172 MB for MNIST) page-faults through every epoch, while batch-sized copies reuse
+        # freed memory and are still in cache for the forward pass. Same batches, same order.
+        # Measured (MNIST, 1 thread, benchmarks/cpu_traps.py epoch-gather): batching 110 -> 24 ms
+        # per epoch; a whole batch-128 training epoch 1.07x faster.
+        order = self.order()
         for i in range(len(self)):
-            yield x[i * b : (i + 1) * b], y[i * b : (i + 1) * b]
+            index = order[i * b : (i + 1) * b]
+            yield x.index_select(0, index), y.index_select(0, index)
