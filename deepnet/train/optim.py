@@ -31,8 +31,8 @@ def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimi
     if config.optimizer in ("adam", "adamw"):
         cls = torch.optim.Adam if config.optimizer == "adam" else torch.optim.AdamW
         # The fused kernel does the whole update in one pass per tensor: on CPU, for the MNIST
-        # MLP, Adam.step() is 2.6x faster than foreach and than the per-tensor loop, a whole
-        # batch-128 training step 1.15x (benchmarks/cpu_traps.py, docs/benchmarks.md).
+        # MLP, Adam.step() is ~2.5x faster than foreach and than the per-tensor loop, a whole
+        # batch-128 training step 1.13-1.15x (benchmarks/cpu_traps.py, docs/benchmarks.md).
         return cls(groups, lr=config.lr, betas=tuple(config.betas), fused=True if on_cpu or torch.cuda.is_available() else None)
     if config.optimizer == "rmsprop":
         return torch.optim.RMSprop(groups, lr=config.lr, momentum=config.momentum if config.nesterov else 0.0, alpha=0.99)
