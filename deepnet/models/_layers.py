@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 from torch import nn
 
-__all__ = ["ACTIVATIONS", "INITIALIZERS", "activation", "initialize"]
+__all__ = ["ACTIVATIONS", "INITIALIZERS", "activation", "initialize", "linear_classifier"]
 
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "sigmoid": nn.Sigmoid,
@@ -77,3 +77,14 @@ def initialize(model: nn.Module, scheme: str = "default", nonlinearity: str = "r
 
 def flat_size(input_shape: tuple[int, ...]) -> int:
     return int(math.prod(input_shape))
+
+
+def linear_classifier(in_features: int, num_classes: int) -> nn.Module:
+    """The last layer of a classifier; ``num_classes=0`` leaves the features unclassified
+    (timm's convention for ``reset_classifier(0)``)."""
+    if not isinstance(num_classes, int) or num_classes < 0:
+        raise ValueError(
+            "Received an invalid value for `num_classes`: expected a whole number >= 1 "
+            f"(or 0 for no classifier). Received: num_classes={num_classes!r}."
+        )
+    return nn.Linear(in_features, num_classes) if num_classes else nn.Identity()

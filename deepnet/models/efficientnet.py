@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from deepnet.models._layers import linear_classifier
 from deepnet.models._registry import register_model
 
 __all__ = [
@@ -68,16 +69,6 @@ def round_channels(channels: float, divisor: int = 8) -> int:
 
 
 # ---------------------------------------------------------------------------- blocks
-
-
-def linear_classifier(in_features: int, num_classes: int) -> nn.Module:
-    """The last layer; ``num_classes=0`` leaves the features unclassified (timm's convention)."""
-    if not isinstance(num_classes, int) or num_classes < 0:
-        raise ValueError(
-            "Received an invalid value for `num_classes`: expected a whole number >= 1 "
-            f"(or 0 for no classifier). Received: num_classes={num_classes!r}."
-        )
-    return nn.Linear(in_features, num_classes) if num_classes else nn.Identity()
 
 
 def conv_bn(

@@ -29,6 +29,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from deepnet.models._layers import linear_classifier
 from deepnet.models._registry import register_model
 
 __all__ = ["GoogLeNet", "GoogLeNetConfig", "Inception", "InceptionAuxiliary", "googlenet"]
@@ -60,16 +61,6 @@ class GoogLeNetConfig:
 
 
 # ---------------------------------------------------------------------------- blocks
-
-
-def linear_classifier(in_features: int, num_classes: int) -> nn.Module:
-    """The last layer; ``num_classes=0`` leaves the features unclassified (timm's convention)."""
-    if not isinstance(num_classes, int) or num_classes < 0:
-        raise ValueError(
-            "Received an invalid value for `num_classes`: expected a whole number >= 1 "
-            f"(or 0 for no classifier). Received: num_classes={num_classes!r}."
-        )
-    return nn.Linear(in_features, num_classes) if num_classes else nn.Identity()
 
 
 def conv_relu(
