@@ -25,7 +25,7 @@ demo: $(STAMP)  ## train a deep MLP on the bundled digits and print the test acc
 test: $(STAMP)  ## the unit test suite (exits non-zero when no test ran)
 	$(PY) -m pytest
 
-# A quick run: make bench BENCH_ARGS="--epochs 1 --batch-sizes 512 --peers deepnet,pytorch"
+# A quick run: make bench BENCH_ARGS="--rounds 1 --epochs 1 --batch-sizes 512 --peers deepnet,pytorch"
 bench: $(BENCH_STAMP)  ## speed against plain PyTorch, Lightning, Keras and scikit-learn
 	$(PY) benchmarks/bench_mlp.py $(BENCH_ARGS)
 

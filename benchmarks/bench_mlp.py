@@ -1,7 +1,7 @@
 """Training speed of one MLP on MNIST: deepnet against the ways people train it elsewhere.
 
     DEEPNET_DATA=../shared/data .venv/bin/python benchmarks/bench_mlp.py
-    .venv/bin/python benchmarks/bench_mlp.py --epochs 1 --batch-sizes 512 --peers deepnet,pytorch
+    .venv/bin/python benchmarks/bench_mlp.py --rounds 1 --epochs 1 --batch-sizes 512 --peers deepnet,pytorch
     make bench BENCH_ARGS="--epochs 1 --peers deepnet,sklearn"
 
 The same 784-512-512-10 ReLU MLP, Adam (lr 1e-3, constant), cross-entropy, fp32, is trained
