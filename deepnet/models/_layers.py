@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 from torch import nn
 
-__all__ = ["ACTIVATIONS", "INITIALIZERS", "activation", "initialize", "linear_classifier"]
+__all__ = ["ACTIVATIONS", "INITIALIZERS", "activation", "check_image_shape", "initialize", "linear_classifier"]
 
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "sigmoid": nn.Sigmoid,
@@ -20,6 +20,16 @@ ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "silu": nn.SiLU,
     "identity": nn.Identity,
 }
+
+
+def check_image_shape(family: str, input_shape: tuple[int, ...]) -> None:
+    """Reject an ``input_shape`` that is not ``(channels, height, width)`` of positive ints."""
+    if len(input_shape) != 3 or not all(isinstance(d, int) and d >= 1 for d in input_shape):
+        raise ValueError(
+            f"Received an invalid value for `input_shape`: {family} takes images as "
+            "(channels, height, width), e.g. (3, 224, 224) or (1, 28, 28). "
+            f"Received: input_shape={tuple(input_shape)!r}."
+        )
 
 
 def _unknown(kind: str, name: str, options: list[str]) -> ValueError:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from deepnet.models._layers import linear_classifier
+from deepnet.models._layers import check_image_shape, linear_classifier
 from deepnet.models._registry import register_model
 
 __all__ = ["AlexNet", "AlexNetConfig", "alexnet"]
@@ -148,12 +148,7 @@ class AlexNet(nn.Module):
 def _create_alexnet(
     input_shape: tuple[int, int, int], num_classes: int, classifier_width: int, dropout: float
 ) -> AlexNet:
-    if len(input_shape) != 3 or not all(isinstance(d, int) and d >= 1 for d in input_shape):
-        raise ValueError(
-            "Received an invalid value for `input_shape`: AlexNet takes images as "
-            "(channels, height, width), e.g. (3, 224, 224) or (1, 28, 28). "
-            f"Received: input_shape={tuple(input_shape)!r}."
-        )
+    check_image_shape("AlexNet", input_shape)
     if classifier_width < 1:
         raise ValueError(
             "Received an invalid value for `classifier_width`: expected >= 1 (4096 in the "

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from deepnet.models._layers import linear_classifier
+from deepnet.models._layers import check_image_shape, linear_classifier
 from deepnet.models._registry import register_model
 
 __all__ = [
@@ -245,12 +245,7 @@ def _create_efficientnet(
     dropout: float,
     stochastic_depth: float,
 ) -> EfficientNet:
-    if len(input_shape) != 3 or not all(isinstance(d, int) and d >= 1 for d in input_shape):
-        raise ValueError(
-            "Received an invalid value for `input_shape`: EfficientNet takes images as "
-            "(channels, height, width), e.g. (3, 224, 224) or (1, 28, 28). "
-            f"Received: input_shape={tuple(input_shape)!r}."
-        )
+    check_image_shape("EfficientNet", input_shape)
     if width_multiplier <= 0 or depth_multiplier <= 0:
         raise ValueError(
             "Received an invalid scaling coefficient: expected width_multiplier > 0 and "

@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from deepnet.models._layers import linear_classifier
+from deepnet.models._layers import check_image_shape, linear_classifier
 from deepnet.models._registry import register_model
 
 __all__ = ["GoogLeNet", "GoogLeNetConfig", "Inception", "InceptionAuxiliary", "googlenet"]
@@ -245,12 +245,7 @@ class GoogLeNet(nn.Module):
 def _create_googlenet(
     input_shape: tuple[int, int, int], num_classes: int, aux_logits: bool, dropout: float
 ) -> GoogLeNet:
-    if len(input_shape) != 3 or not all(isinstance(d, int) and d >= 1 for d in input_shape):
-        raise ValueError(
-            "Received an invalid value for `input_shape`: GoogLeNet takes images as "
-            "(channels, height, width), e.g. (3, 224, 224) or (1, 28, 28). "
-            f"Received: input_shape={tuple(input_shape)!r}."
-        )
+    check_image_shape("GoogLeNet", input_shape)
     config = GoogLeNetConfig(
         input_shape=tuple(input_shape),
         num_classes=num_classes,

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from deepnet.models._layers import linear_classifier
+from deepnet.models._layers import check_image_shape, linear_classifier
 from deepnet.models._registry import register_model
 
 __all__ = [
@@ -231,12 +231,7 @@ def _create_resnet(
     stem: Literal["imagenet", "cifar"] = "imagenet",
     shortcut: Literal["projection", "zero_pad"] = "projection",
 ) -> ResNet:
-    if len(input_shape) != 3 or not all(isinstance(d, int) and d >= 1 for d in input_shape):
-        raise ValueError(
-            "Received an invalid value for `input_shape`: ResNet takes images as "
-            "(channels, height, width), e.g. (3, 224, 224) or (1, 28, 28). "
-            f"Received: input_shape={tuple(input_shape)!r}."
-        )
+    check_image_shape("ResNet", input_shape)
     if width_multiplier <= 0:
         raise ValueError(
             "Received an invalid value for `width_multiplier`: expected > 0 (1.0 is the "

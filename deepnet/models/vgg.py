@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from deepnet.models._layers import linear_classifier
+from deepnet.models._layers import check_image_shape, linear_classifier
 from deepnet.models._registry import register_model
 
 __all__ = [
@@ -166,12 +166,7 @@ def _create_vgg(
     classifier_width: int,
     dropout: float,
 ) -> VGG:
-    if len(input_shape) != 3 or not all(isinstance(d, int) and d >= 1 for d in input_shape):
-        raise ValueError(
-            "Received an invalid value for `input_shape`: VGG takes images as "
-            "(channels, height, width), e.g. (3, 224, 224) or (1, 28, 28). "
-            f"Received: input_shape={tuple(input_shape)!r}."
-        )
+    check_image_shape("VGG", input_shape)
     if width_multiplier <= 0 or classifier_width < 1:
         raise ValueError(
             "Received an invalid width: expected width_multiplier > 0 and classifier_width "
