@@ -86,13 +86,21 @@ class TrainConfig(_Section):
     early_stopping: bool = False
     patience: int = Field(5, ge=1)
     monitor: Literal["val_loss", "val_accuracy"] = "val_loss"
-    precision: Literal["fp32", "bf16"] = "fp32"
+    device: str = Field("auto", pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$",
+                        description="auto (CUDA when present) | cpu | cuda | cuda:N | mps")
+    precision: Literal["fp32", "bf16", "fp16"] = Field("fp32", description="fp16 adds a gradient scaler")
+    channels_last: bool = Field(False, description="NHWC memory format for CNNs")
     compile: bool = False
     seed: int = 0
     deterministic: bool = False
-    threads: int | None = Field(None, ge=1, description="CPU threads; default: all cores")
+    threads: int | None = Field(None, ge=1, description="CPU threads; default: the CPUs this process may use (affinity, cgroup quota)")
     aux_loss_weight: float = Field(1.0, ge=0, description="multiplier on a model's aux_loss (MoE load balancing; already weighted by the model)")
-    checkpoint_every: int = Field(1, ge=0, description="epochs between checkpoints; 0 = never")
+    checkpoint_every: int = Field(1, ge=0, description="epochs between epoch-end checkpoints; 0 = no checkpoints at all")
+    checkpoint_steps: int = Field(500, ge=0, description="optimizer steps between mid-epoch checkpoints; 0 = epoch ends only")
+    keep_checkpoints: int = Field(3, ge=1, description="newest checkpoints kept on disk")
+    on_nan: Literal["stop", "skip_batch", "reduce_lr"] = Field(
+        "stop", description="on a non-finite loss: stop, skip the update, or restore the last good state and halve the lr")
+    nan_retries: int = Field(10, ge=1, description="skip_batch: non-finite batches in a row; reduce_lr: halvings; then stop")
     max_steps_per_epoch: int | None = Field(None, ge=1, description="cap on steps per epoch")
 
     @model_validator(mode="after")

@@ -18,7 +18,8 @@ def test_fit_learns_and_writes_the_run_directory(blob_data, tmp_path):
     run = dn.fit(_mlp(blob_data), blob_data, epochs=5, batch_size=16, lr=1e-2, quiet=True, out=tmp_path / "run")
     assert run.metrics["test_accuracy"] > 0.9
     for name in ("config.yaml", "model.json", "model.safetensors", "history.csv", "metrics.json",
-                 "plots/learning_curves.png", "checkpoints/last.safetensors", "checkpoints/last.json"):
+                 "plots/learning_curves.png", "checkpoints/step-000000025.safetensors",
+                 "checkpoints/step-000000025.json"):  # 5 epochs of 80 / 16 steps
         assert (tmp_path / "run" / name).is_file(), name
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert {"test_accuracy", "test_loss", "samples_per_second", "train_seconds", "parameters"} <= set(metrics)

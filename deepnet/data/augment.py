@@ -36,7 +36,7 @@ class Augment:
     def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         c = self.config
         if x.dim() != 4:
-            return x + c.noise * torch.randn(x.shape, generator=generator) if c.noise else x
+            return x + c.noise * _noise(x, generator) if c.noise else x
         b = x.shape[0]
         if c.shift or c.rotate or c.scale:
             u = torch.rand(b, 4, generator=generator) * 2 - 1  # (B, 4) in [-1, 1]
@@ -46,10 +46,16 @@ class Augment:
             theta = torch.stack([
                 torch.stack([cos, -sin, u[:, 2] * 2 * c.shift], dim=1),
                 torch.stack([sin, cos, u[:, 3] * 2 * c.shift], dim=1),
-            ], dim=1)  # (B, 2, 3); grid coordinates span [-1, 1], so shift×2
+            ], dim=1).to(x.device, x.dtype)  # (B, 2, 3); grid coordinates span [-1, 1], so shift×2
             grid = F.affine_grid(theta, list(x.shape), align_corners=False)
             x = F.grid_sample(x - self.fill, grid, mode="bilinear", padding_mode="zeros",
                               align_corners=False) + self.fill
         if c.noise:
-            x = x + c.noise * torch.randn(x.shape, generator=generator)
+            x = x + c.noise * _noise(x, generator)
         return x
+
+
+def _noise(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    # Drawn by the (CPU) generator, so a run augments alike on every device.
+    device = generator.device if generator is not None else x.device
+    return torch.randn(x.shape, generator=generator, device=device).to(x.device, x.dtype)

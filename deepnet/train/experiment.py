@@ -11,10 +11,11 @@ from deepnet.config import ExperimentConfig, load_config
 from deepnet.data import AugmentConfig, Dataset, load_dataset
 from deepnet.models import create_model, initialize, model_info
 from deepnet.models._registry import supported_data_arguments
+from deepnet.train.checkpoint import list_checkpoints
 from deepnet.train.loop import fit, seed_everything
 from deepnet.train.run import Run, RunError
 
-__all__ = ["build_model", "load_experiment_data", "run_experiment", "default_run_dir"]
+__all__ = ["build_model", "default_run_dir", "load_experiment_data", "resume_experiment", "run_experiment"]
 
 
 def load_experiment_data(config: ExperimentConfig) -> Dataset:
@@ -52,12 +53,15 @@ def run_experiment(config: ExperimentConfig, out: str | os.PathLike | None = Non
     return fit(model, data, config.train, augment=augment, quiet=quiet, out=out_dir, experiment=config)
 
 
-def resume_experiment(directory: str | os.PathLike, *, quiet: bool = False, epochs: int | None = None) -> Run:
-    """Continue an interrupted run from its last checkpoint; the result equals an uninterrupted run."""
+def resume_experiment(directory: str | os.PathLike, *, quiet: bool = False, epochs: int | None = None,
+                      overrides: list[str] | None = None) -> Run:
+    """Continue an interrupted run from its newest good checkpoint; the result equals an
+    uninterrupted run. ``overrides`` may change only what does not change a step's result
+    (``train.device``, ``train.threads``, ``train.epochs``...); anything else is refused."""
     out = Path(directory)
-    if not (out / "config.yaml").is_file() or not (out / "checkpoints" / "last.json").is_file():
+    if not (out / "config.yaml").is_file() or not list_checkpoints(out / "checkpoints"):
         raise RunError(f"{out} has no config.yaml and checkpoint to resume from. Start it with `deepnet train --out {out}`.")
-    config = load_config(out / "config.yaml", [f"train.epochs={epochs}"] if epochs else [])
+    config = load_config(out / "config.yaml", [*(overrides or []), *([f"train.epochs={epochs}"] if epochs else [])])
     data = load_experiment_data(config)
     model = build_model(config, data)
     augment = AugmentConfig(**config.data.augment.model_dump())

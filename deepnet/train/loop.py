@@ -1,8 +1,10 @@
 """The training loop: one ``train_step``, an ``evaluate``, a handful of callback events.
 
 Read top to bottom: ``fit`` builds a :class:`Trainer`; ``Trainer.fit`` runs epochs of
-``train_step`` over a :class:`BatchLoader`, evaluates on the validation split, writes a
-checkpoint, and at the end measures the test split.
+``train_step`` over a :class:`BatchLoader`, evaluates on the validation split, and writes
+checkpoints (every ``checkpoint_steps`` steps and at epoch ends) that hold the whole
+training state, so a run resumed after a kill equals an uninterrupted one; at the end it
+measures the test split. The same loop runs on the CPU, a GPU, or N data-parallel workers.
 """
 
 from __future__ import annotations
@@ -11,35 +13,68 @@ import json
 import math
 import os
 import random
+import signal
+import sys
+import threading
 import time
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
-from torch import nn
-
 from pydantic import ValidationError
+from torch import nn
 
 from deepnet.config import DataConfig, ExperimentConfig, ModelConfig, TrainConfig, _explain
 from deepnet.data import Augment, AugmentConfig, BatchLoader, Dataset, Split
 from deepnet.models import count_parameters
+from deepnet.train import distributed
 from deepnet.train.callbacks import Callback, EarlyStopping, ProgressReporter
+from deepnet.train.checkpoint import (
+    check_same_run,
+    flatten_optimizer_state,
+    latest_checkpoint,
+    list_checkpoints,
+    rng_states,
+    run_identity,
+    set_rng_states,
+    unflatten_optimizer_state,
+    write_checkpoint,
+)
+from deepnet.train.devices import limit_threads, resolve_device
 from deepnet.train.losses import compute_loss, correct_count
 from deepnet.train.optim import build_optimizer, build_schedule
-from deepnet.train.run import Run, RunError, _atomic_write
+from deepnet.train.run import Run, RunError
 
-__all__ = ["Trainer", "TrainingError", "fit", "evaluate_split", "seed_everything"]
+__all__ = ["Trainer", "TrainingError", "TrainingInterrupted", "fit", "evaluate_split", "seed_everything"]
 
 
 # Szegedy et al. (2014): "the losses of the auxiliary classifiers were weighted by 0.3".
 AUX_CLASSIFIER_WEIGHT = 0.3
 
+_AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
 
 class TrainingError(RuntimeError):
     """Training cannot go on (a NaN loss, say); the message says what to change."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM arrived: the step in flight finished and a checkpoint was written."""
+
+    def __init__(self, signum: int, step: int, checkpoint: Path | None) -> None:
+        self.signum, self.step, self.checkpoint = signum, step, checkpoint
+        self.exit_code = 128 + signum
+        name = signal.Signals(signum).name
+        if checkpoint is not None:
+            where = (f"checkpoint {checkpoint.stem} written; continue with "
+                     f"`deepnet train --resume {checkpoint.parent.parent}`")
+        else:
+            where = "nothing saved (train with an output directory to checkpoint)"
+        super().__init__(f"{name}: training stopped after step {step}; {where}")
 
 
 def seed_everything(seed: int, deterministic: bool = False) -> None:
@@ -52,14 +87,21 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
         torch.backends.cudnn.benchmark = False
 
 
-def _resolve_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+def autocast(device: torch.device, precision: str):
+    """Mixed precision for the forward pass: bf16 or fp16 autocast, or nothing for fp32."""
+    dtype = _AUTOCAST_DTYPES.get(precision)
+    return torch.autocast(device.type, dtype or torch.bfloat16, enabled=dtype is not None)
+
+
+def model_device(model: nn.Module) -> torch.device:
+    first = next(model.parameters(), None)
+    return first.device if first is not None else torch.device("cpu")
 
 
 def check_model_fits(model: nn.Module, data: Dataset, name: str = "model") -> None:
     """Run two samples through ``model`` before training, so a shape mismatch is reported
     at once, with both shapes, instead of at step 1."""
-    x = data.train.x[:2]
+    x = data.train.x[:2].to(model_device(model))
     was_training = model.training
     model.eval()
     try:
@@ -91,60 +133,154 @@ def check_model_fits(model: nn.Module, data: Dataset, name: str = "model") -> No
 
 def evaluate_split(model: nn.Module, split: Split, *, loss: str = "cross_entropy", batch_size: int = 1024,
                    precision: str = "fp32") -> dict[str, float]:
-    """Mean loss and accuracy of ``model`` on ``split`` (eval mode, no gradients)."""
+    """Mean loss and accuracy of ``model`` on ``split`` (eval mode, no gradients), on the
+    model's device; batches move there as needed."""
     was_training = model.training
     model.eval()
-    total_loss = torch.zeros((), dtype=torch.float64)
-    total_correct = torch.zeros((), dtype=torch.int64)
+    device = model_device(model)
+    total_loss = torch.zeros((), dtype=torch.float64, device=device)
+    total_correct = torch.zeros((), dtype=torch.int64, device=device)
     count = 0
-    with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16, enabled=precision == "bf16"):
+    with torch.inference_mode(), autocast(device, precision):
         for x, y in BatchLoader(split, batch_size):
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             logits = model(x).float()
-            total_loss += compute_loss(loss, logits, y).double().cpu() * y.numel()
-            total_correct += correct_count(logits, y).cpu()
+            total_loss += compute_loss(loss, logits, y).double() * y.numel()
+            total_correct += correct_count(logits, y)
             count += y.numel()
     model.train(was_training)
     return {"loss": (total_loss / max(count, 1)).item(), "accuracy": (total_correct / max(count, 1)).item()}
+
+
+@contextmanager
+def _signals_caught(trainer: Trainer) -> Iterator[None]:
+    """SIGINT/SIGTERM only raise a flag, which the loop reads after each step; a second
+    signal of the same kind acts at once (the handler in force before)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught = (signal.SIGINT, signal.SIGTERM)
+    previous = {signum: signal.getsignal(signum) for signum in caught}
+
+    def handler(signum: int, frame: Any) -> None:
+        trainer.pending_signal = signum
+        signal.signal(signum, previous[signum])
+
+    for signum in caught:
+        signal.signal(signum, handler)
+    try:
+        yield
+    finally:
+        for signum, action in previous.items():
+            signal.signal(signum, action)
+
+
+def _sum_dtype(device: torch.device) -> torch.dtype:
+    return torch.float32 if device.type == "mps" else torch.float64  # MPS has no float64
 
 
 class Trainer:
     """Owns the model, optimizer, schedule and data order of one training run.
 
     Override :meth:`train_step` for a custom update (Keras's progressive disclosure).
+    Launched by torchrun, the trainer is one of ``WORLD_SIZE`` data-parallel workers: the
+    model is wrapped in DistributedDataParallel and each worker takes its share of every
+    global batch.
     """
 
     def __init__(self, model: nn.Module, data: Dataset, config: TrainConfig, *,
                  augment: AugmentConfig | None = None, callbacks: Sequence[Callback] = (),
                  quiet: bool = False, model_name: str = "model") -> None:
-        self.config, self.data, self.quiet = config, data, quiet
-        if config.threads:
-            torch.set_num_threads(config.threads)
+        self.config, self.data = config, data
+        self.world = distributed.world()
+        self.quiet = quiet or not self.world.is_main
+        self.device = self._choose_device(config.device)
+        self.owns_process_group = distributed.setup(self.device)
+        self.threads = limit_threads(config.threads, processes=self.world.local_size)
         # Denormal floats make tiny gradients 10-100x slower on x86 CPUs; flush them to zero.
         torch.set_flush_denormal(True)
-        seed_everything(config.seed, config.deterministic)
-        self.device = _resolve_device()
+        seed_everything(config.seed + self.world.rank, config.deterministic)
         self.model = model.to(self.device)
+        if config.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
         check_model_fits(self.model, data, model_name)
-        self.forward = torch.compile(self.model) if config.compile else self.model
-        self.train_loader = BatchLoader(data.train, config.batch_size, shuffle=True, seed=config.seed,
-                                        drop_last=len(data.train) > config.batch_size)
+        self.train_split, self.val_split = self._place(data.train), self._place(data.val)
+        self.forward: nn.Module = self.model
+        if self.world.distributed:
+            from torch.nn.parallel import DistributedDataParallel
+
+            # Models with parts a step may not use (MoE experts, side heads) need the search
+            # for unused parameters; it costs a graph walk per step, so only for them.
+            unused = hasattr(self.model, "aux_loss") or hasattr(self.model, "aux_outputs")
+            self.forward = DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                                                   find_unused_parameters=unused)
+        if config.compile:
+            self.forward = torch.compile(self.forward)
+        self.train_loader = BatchLoader(self.train_split, config.batch_size, shuffle=True, seed=config.seed,
+                                        drop_last=len(data.train) > config.batch_size,
+                                        rank=self.world.rank, world_size=self.world.size)
         self.steps_per_epoch = len(self.train_loader)
         if config.max_steps_per_epoch:
             self.steps_per_epoch = min(self.steps_per_epoch, config.max_steps_per_epoch)
         self.optimizer = build_optimizer(self.model, config)
         self.schedule = build_schedule(self.optimizer, config, self.steps_per_epoch)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=config.precision == "fp16")
         fill = float(data.train.x.min()) if data.input_kind == "image" else 0.0
         self.augment = Augment(augment, fill) if augment is not None and augment.enabled else None
-        self.augment_generator = torch.Generator().manual_seed(config.seed + 17)
+        self.augment_generator = torch.Generator().manual_seed(config.seed + 17 + 1_000_003 * self.world.rank)
         self.callbacks = list(callbacks)
-        if not quiet:
+        if not self.quiet:
             self.callbacks.append(ProgressReporter())
         self.early_stopping = EarlyStopping(config.monitor, config.patience) if config.early_stopping else None
+        # The training state: everything below is saved in a checkpoint.
         self.history: list[dict[str, float]] = []
         self.epoch = 0  # epochs completed
-        self.step = 0  # optimizer steps taken
+        self.batch = 0  # batches completed in the current epoch
+        self.step = 0  # optimizer steps taken (skipped updates included)
         self.train_seconds = 0.0
         self.stop_training = False
+        self.lr_reductions = 0  # on_nan=reduce_lr halvings so far
+        self.nonfinite_in_a_row = 0  # on_nan=skip_batch
+        self._reset_epoch_sums()
+        # Where checkpoints go, what they must match on resume, and the last one written.
+        self.checkpoint_dir: Path | None = None
+        self.identity: dict[str, Any] = {}
+        self.last_checkpoint: Path | None = None
+        self.pending_signal: int | None = None
+        self._good_state: tuple[dict[str, torch.Tensor], dict[str, Any]] | None = None  # reduce_lr
+        self._recent_losses: list[torch.Tensor] = []  # on_nan=stop: checked every few steps
+
+    def _choose_device(self, name: str) -> torch.device:
+        device = resolve_device(name)
+        if self.world.distributed and device.type == "cuda":
+            device = torch.device("cuda", self.world.local_rank)  # one GPU per worker
+        return device
+
+    def _place(self, split: Split) -> Split:
+        """The whole split on the device when it fits in half of the free memory; otherwise
+        it stays on the CPU and each batch is copied over from pinned memory."""
+        if self.device.type == "cpu":
+            return split
+        needed = sum(t.numel() * t.element_size() for s in (self.data.train, self.data.val) for t in (s.x, s.y))
+        free = torch.cuda.mem_get_info(self.device)[0] if self.device.type == "cuda" else 2**31
+        if needed > free // 2:
+            return split
+        return Split(split.x.to(self.device), split.y.to(self.device))
+
+    def _to_device(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if x.device != self.device:
+            if self.device.type == "cuda":
+                x, y = x.pin_memory(), y.pin_memory()
+            x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+        if self.config.channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x, y
+
+    def _reset_epoch_sums(self) -> None:
+        self.loss_sum = torch.zeros((), dtype=_sum_dtype(self.device), device=self.device)
+        self.correct = torch.zeros((), dtype=torch.int64, device=self.device)
+        self.seen = 0
+        self.epoch_seconds = 0.0
 
     # -- one step -------------------------------------------------------------------------
     def train_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -152,7 +288,7 @@ class Trainer:
         c = self.config
         if self.augment is not None:
             x = self.augment(x, self.augment_generator)
-        with torch.autocast(self.device.type, torch.bfloat16, enabled=c.precision == "bf16"):
+        with autocast(self.device, c.precision):
             logits = self.forward(x)
             loss = compute_loss(c.loss, logits.float(), y, c.label_smoothing)
             aux = getattr(self.model, "aux_loss", None)  # e.g. MoE load balancing
@@ -161,130 +297,279 @@ class Trainer:
             for aux_logits in getattr(self.model, "aux_outputs", ()):  # GoogLeNet's side heads
                 loss = loss + AUX_CLASSIFIER_WEIGHT * compute_loss(c.loss, aux_logits.float(), y, c.label_smoothing)
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if c.grad_clip:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip)
-        self.optimizer.step()
-        self.schedule.step()
+        self.scaler.scale(loss).backward()
+        if self.update_allowed(loss):
+            if c.grad_clip:
+                self.scaler.unscale_(self.optimizer)
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip)
+            self.scaler.step(self.optimizer)  # a plain optimizer.step() unless fp16
+            self.scaler.update()
+        self._step_schedule()
         return loss.detach(), correct_count(logits.detach(), y)
+
+    def update_allowed(self, loss: torch.Tensor) -> bool:
+        """False when ``on_nan`` skips or rolls back this step's non-finite loss (on every
+        rank alike). ``stop`` never waits for the loss here: the loop checks it later."""
+        if self.config.on_nan == "stop":
+            return True
+        return not distributed.any_rank(not bool(torch.isfinite(loss)), self.device)
+
+    def _step_schedule(self) -> None:
+        if self.step == 0:
+            # PyTorch warns when the first schedule step follows no optimizer step, which is
+            # what a skipped update (fp16 overflow, on_nan) looks like; the schedule keeps
+            # counting steps on purpose.
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)`")
+                self.schedule.step()
+        else:
+            self.schedule.step()
 
     # -- the loop -------------------------------------------------------------------------
     def fit(self, checkpoint_dir: Path | None = None) -> list[dict[str, float]]:
         c = self.config
+        self.checkpoint_dir = checkpoint_dir if c.checkpoint_every else None
+        if c.on_nan == "reduce_lr" and self._good_state is None:
+            self._good_state = self.state()
         self._emit("on_train_begin", logs={"trainer": self})
-        while self.epoch < c.epochs and not self.stop_training:
-            self.train_loader.set_epoch(self.epoch)
-            self._emit("on_epoch_begin", self.epoch, logs={"trainer": self})
-            self.model.train()
-            loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
-            correct = torch.zeros((), dtype=torch.int64, device=self.device)
-            seen = 0
-            start = time.perf_counter()
-            for i, (x, y) in enumerate(self.train_loader):
-                if i == self.steps_per_epoch:
-                    break
-                loss, n_correct = self.train_step(x, y)
-                loss_sum += loss * y.numel()
-                correct += n_correct
-                seen += y.numel()
-                self.step += 1
-                # Checking for NaN syncs with the host; every 50 steps is cheap and early.
-                if self.step % 50 == 0 and not torch.isfinite(loss):
-                    self._raise_nan(loss)
-                self._emit("on_batch_end", i, logs={"loss": loss, "seen": seen, "steps": self.steps_per_epoch})
-            seconds = time.perf_counter() - start
-            self.train_seconds += seconds
-            train_loss = (loss_sum / max(seen, 1)).item()
-            if not math.isfinite(train_loss):
-                self._raise_nan(torch.tensor(train_loss))
-            val = evaluate_split(self.model, self.data.val, loss=c.loss, batch_size=c.eval_batch_size,
-                                 precision=c.precision) if len(self.data.val) else {"loss": math.nan, "accuracy": math.nan}
-            self.epoch += 1
-            row = {"epoch": self.epoch, "step": self.step, "lr": self.optimizer.param_groups[0]["lr"],
-                   "train_loss": train_loss, "train_accuracy": (correct / max(seen, 1)).item() if self._has_accuracy() else math.nan,
-                   "val_loss": val["loss"], "val_accuracy": val["accuracy"] if self._has_accuracy() else math.nan,
-                   "seconds": seconds, "samples_per_second": seen / seconds}
-            self.history.append(row)
-            if self.early_stopping is not None and self.early_stopping.update(row, self.model):
-                self.stop_training = True
-            if checkpoint_dir is not None and c.checkpoint_every and (self.epoch % c.checkpoint_every == 0 or self.epoch == c.epochs):
-                self.save_checkpoint(checkpoint_dir)
-            self._emit("on_epoch_end", self.epoch, logs=row)
+        with _signals_caught(self):
+            while self.epoch < c.epochs and not self.stop_training:
+                self._run_epoch()
         if self.early_stopping is not None:
             self.early_stopping.restore(self.model)
         self._emit("on_train_end", logs={"trainer": self})
         return self.history
 
+    def _run_epoch(self) -> None:
+        """The rest of the current epoch, from batch ``self.batch`` (0 unless resumed)."""
+        c = self.config
+        self.train_loader.set_epoch(self.epoch)
+        self._emit("on_epoch_begin", self.epoch, logs={"trainer": self, "batch": self.batch})
+        self.model.train()
+        start = time.perf_counter()
+        for x, y in self.train_loader.batches(self.batch, self.steps_per_epoch):
+            x, y = self._to_device(x, y)
+            loss, n_correct = self.train_step(x, y)
+            self.step += 1
+            self.batch += 1
+            if c.on_nan == "stop":
+                self._stop_on_nonfinite(loss)
+            elif not self._handle_nonfinite(loss):
+                self.epoch_seconds += time.perf_counter() - start
+                return  # rolled back to the last good state: carry on from there
+            if self.nonfinite_in_a_row == 0:
+                self.loss_sum += loss * y.numel()
+                self.correct += n_correct
+                self.seen += y.numel()
+            self._emit("on_batch_end", self.batch - 1, logs={"loss": loss, "seen": self.seen, "steps": self.steps_per_epoch})
+            if self.batch < self.steps_per_epoch:  # the epoch's end has a checkpoint of its own
+                if distributed.any_rank(self.pending_signal is not None, self.device):
+                    self.epoch_seconds += time.perf_counter() - start
+                    self._interrupt()
+                if self.checkpoint_dir is not None and c.checkpoint_steps and self.step % c.checkpoint_steps == 0:
+                    self.epoch_seconds += time.perf_counter() - start
+                    self.save_checkpoint()
+                    start = time.perf_counter()
+        self.epoch_seconds += time.perf_counter() - start
+        self._end_epoch()
+        if distributed.any_rank(self.pending_signal is not None, self.device):
+            self._interrupt()
+
+    def _end_epoch(self) -> None:
+        c = self.config
+        if c.on_nan == "stop":
+            self._stop_on_nonfinite(None)
+        loss_sum, correct, seen = distributed.sum_across([self.loss_sum.item(), self.correct.item(), self.seen], self.device)
+        train_loss = loss_sum / max(seen, 1)
+        if len(self.val_split):
+            val = evaluate_split(self.model, self.val_split, loss=c.loss, batch_size=c.eval_batch_size, precision=c.precision)
+        else:
+            val = {"loss": math.nan, "accuracy": math.nan}
+        seconds = self.epoch_seconds
+        self.train_seconds += seconds
+        self.epoch += 1
+        self.batch = 0
+        row = {"epoch": self.epoch, "step": self.step, "lr": self.optimizer.param_groups[0]["lr"],
+               "train_loss": train_loss, "train_accuracy": correct / max(seen, 1) if self._has_accuracy() else math.nan,
+               "val_loss": val["loss"], "val_accuracy": val["accuracy"] if self._has_accuracy() else math.nan,
+               "seconds": seconds, "samples_per_second": seen / seconds if seconds else 0.0}
+        self._reset_epoch_sums()
+        self.history.append(row)
+        if self.early_stopping is not None and self.early_stopping.update(row, self.model):
+            self.stop_training = True
+        if self.epoch % max(c.checkpoint_every, 1) == 0 or self.epoch == c.epochs or self.stop_training:
+            if self.checkpoint_dir is not None:
+                self.save_checkpoint()
+            elif c.on_nan == "reduce_lr":
+                self._keep_good_state(self.state())
+        self._emit("on_epoch_end", self.epoch, logs=row)
+
     def _has_accuracy(self) -> bool:
         return self.config.loss == "cross_entropy" or self.data.task == "classification"
-
-    def _raise_nan(self, loss: torch.Tensor) -> None:
-        raise TrainingError(
-            f"The training loss became {loss.item()} at epoch {self.epoch + 1}, step {self.step}. "
-            f"Lower train.lr (now {self.config.lr:g}), set train.grad_clip=1.0, or check the data "
-            "for NaN/inf values. The last completed epoch's checkpoint is kept."
-        )
 
     def _emit(self, event: str, *args: Any, logs: dict | None = None) -> None:
         for callback in self.callbacks:
             getattr(callback, event)(*args, logs=logs or {})
 
-    # -- checkpoints: exact resume ---------------------------------------------------------
-    def save_checkpoint(self, directory: Path) -> None:
-        """Weights, optimizer, schedule, RNG states, data position: enough for a resumed run
-        to equal an uninterrupted one. Tensors in safetensors, the rest in JSON."""
-        directory.mkdir(parents=True, exist_ok=True)
-        tensors: dict[str, torch.Tensor] = {}
-        for key, value in self.model.state_dict().items():
-            tensors[f"model/{key}"] = value.detach().cpu().contiguous().clone()
-        optim_state = self.optimizer.state_dict()
-        for index, state in optim_state["state"].items():
-            for name, value in state.items():
-                if isinstance(value, torch.Tensor):
-                    tensors[f"optim/{index}/{name}"] = value.detach().cpu().contiguous()
-        tensors["rng/torch"] = torch.get_rng_state()
-        tensors["rng/augment"] = self.augment_generator.get_state()
-        if self.early_stopping is not None and self.early_stopping.best_state is not None:
-            for key, value in self.early_stopping.best_state.items():
-                tensors[f"best/{key}"] = value.contiguous()
-        meta = {
-            "epoch": self.epoch, "step": self.step, "train_seconds": self.train_seconds,
-            "stop_training": self.stop_training,
-            "optimizer_param_groups": optim_state["param_groups"],
-            "optimizer_scalars": {str(i): {k: v for k, v in s.items() if not isinstance(v, torch.Tensor)}
-                                  for i, s in optim_state["state"].items()},
-            "schedule": self.schedule.state_dict(),  # its lr_lambdas are plain functions: stored as None
-            "early_stopping": self.early_stopping.state() if self.early_stopping else None,
-            "history": self.history,
-            "python_random": repr(random.getstate()),
-        }
-        _atomic_write(directory / "last.safetensors", lambda tmp: save_file(tensors, str(tmp)))
-        _atomic_write(directory / "last.json", lambda tmp: tmp.write_text(json.dumps(meta)))
+    # -- non-finite losses and signals -----------------------------------------------------
+    def _stop_on_nonfinite(self, loss: torch.Tensor | None) -> None:
+        """``on_nan=stop``: losses are checked every step on the CPU, and every 50 steps (and
+        at the epoch's end) on an accelerator, where each check waits for the device."""
+        if loss is not None:
+            self._recent_losses.append(loss)
+            if len(self._recent_losses) < (1 if self.device.type == "cpu" else 50):
+                return
+        if not self._recent_losses:
+            return
+        finite = torch.isfinite(torch.stack(self._recent_losses))
+        all_finite = bool(finite.all())
+        first_step = self.step - len(self._recent_losses) + 1
+        self._recent_losses.clear()
+        if distributed.any_rank(not all_finite, self.device):
+            self._raise_nonfinite(first_step + int((~finite).int().argmax()) if not all_finite else self.step)
 
-    def load_checkpoint(self, directory: Path) -> None:
-        path = directory / "last.safetensors"
-        if not path.is_file() or not (directory / "last.json").is_file():
-            raise RunError(f"No checkpoint in {directory}; nothing to resume. Start a new run instead.")
-        tensors = load_file(str(path))
-        meta = json.loads((directory / "last.json").read_text())
+    def _raise_nonfinite(self, step: int) -> None:
+        c = self.config
+        x = self.data.train.x
+        bad_values = int(torch.isfinite(x).logical_not().sum()) if x.is_floating_point() else 0
+        if bad_values:
+            cause = f"the training data holds {bad_values} NaN/inf values; clean or drop them"
+        else:
+            cause = (f"the updates diverged (learning rate too high?): lower train.lr (now {c.lr:g}), "
+                     "set train.grad_clip=1.0 or train.warmup_epochs")
+        if self.last_checkpoint is not None:
+            saved = f"The last good checkpoint is {self.last_checkpoint}."
+        else:
+            saved = "No checkpoint was written before it."
+        raise TrainingError(
+            f"The training loss became nan at step {step} (epoch {self.epoch + 1}). Likely cause: {cause}. "
+            f"Lower train.lr, or set train.on_nan=skip_batch or reduce_lr to train through it. {saved}"
+        )
+
+    def _handle_nonfinite(self, loss: torch.Tensor) -> bool:
+        """``skip_batch`` and ``reduce_lr``; False when the state was rolled back."""
+        c = self.config
+        if distributed.any_rank(not bool(torch.isfinite(loss)), self.device):
+            if c.on_nan == "skip_batch":
+                self.nonfinite_in_a_row += 1
+                if self.nonfinite_in_a_row > c.nan_retries:
+                    raise TrainingError(
+                        f"The training loss was non-finite for {self.nonfinite_in_a_row} batches in a row (up to step "
+                        f"{self.step}); skipping does not help. Lower train.lr (now {c.lr:g}) or check the data for NaN/inf."
+                    )
+                self._say(f"warning: non-finite loss at step {self.step}; update skipped")
+                return True
+            self._roll_back()
+            return False
+        self.nonfinite_in_a_row = 0
+        return True
+
+    def _roll_back(self) -> None:
+        """``reduce_lr``: back to the last good state, with half the learning rate."""
+        c = self.config
+        bad_step = self.step
+        reductions = self.lr_reductions + 1
+        if reductions > c.nan_retries:
+            raise TrainingError(
+                f"The training loss became non-finite at step {bad_step} after the learning rate was halved "
+                f"{self.lr_reductions} times. Lower train.lr (now {c.lr:g}) a lot more, or check the data for NaN/inf."
+            )
+        tensors, meta = self._good_state
+        self.load_state(tensors, meta)
+        factor = 0.5 ** (reductions - meta["lr_reductions"])
+        self.schedule.base_lrs = [lr * factor for lr in self.schedule.base_lrs]
+        for group in self.optimizer.param_groups:
+            group["lr"] *= factor
+        self.lr_reductions = reductions
+        self._say(f"warning: non-finite loss at step {bad_step}; back to step {self.step} with the learning rate "
+                  f"halved (x{0.5 ** reductions:g} of train.lr)")
+
+    def _keep_good_state(self, state: tuple[dict[str, torch.Tensor], dict[str, Any]]) -> None:
+        tensors, _ = state
+        if all(bool(torch.isfinite(v).all()) for k, v in tensors.items() if k.startswith("model/") and v.is_floating_point()):
+            self._good_state = state
+
+    def _say(self, line: str) -> None:
+        if not self.quiet:
+            print(line, file=sys.stderr, flush=True)
+
+    def _interrupt(self) -> None:
+        signum = self.pending_signal or signal.SIGTERM  # another rank's signal
+        path = None
+        if self.checkpoint_dir is not None:
+            just_written = self.last_checkpoint is not None and self.last_checkpoint.name == f"step-{self.step:09d}.json"
+            path = self.last_checkpoint if just_written else self.save_checkpoint()
+        raise TrainingInterrupted(signum, self.step, path)
+
+    # -- the training state: checkpoints and exact resume ------------------------------------
+    def state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """Everything a resumed run needs to equal an uninterrupted one: tensors (weights,
+        optimizer moments, early stopping's best weights) and JSON (the rest, with the RNG
+        states and partial-epoch sums of every rank)."""
+        tensors = {f"model/{k}": v.detach().cpu().contiguous().clone() for k, v in self.model.state_dict().items()}
+        optim_tensors, optim_meta = flatten_optimizer_state(self.optimizer.state_dict())
+        tensors.update(optim_tensors)
+        if self.early_stopping is not None and self.early_stopping.best_state is not None:
+            tensors.update({f"best/{k}": v.contiguous() for k, v in self.early_stopping.best_state.items()})
+        rank_state = {**rng_states(self.device, self.augment_generator),
+                      "loss_sum": self.loss_sum.item(), "correct": int(self.correct.item()), "seen": self.seen}
+        meta = {
+            "epoch": self.epoch, "batch": self.batch, "step": self.step, "steps_per_epoch": self.steps_per_epoch,
+            "train_seconds": self.train_seconds, "epoch_seconds": self.epoch_seconds,
+            "stop_training": self.stop_training, "lr_reductions": self.lr_reductions,
+            "nonfinite_in_a_row": self.nonfinite_in_a_row, "history": self.history,
+            "optimizer": optim_meta,
+            "schedule": self.schedule.state_dict(),  # its lr_lambdas are plain functions: stored as None
+            "scaler": self.scaler.state_dict(),
+            "early_stopping": self.early_stopping.state() if self.early_stopping else None,
+            "ranks": distributed.all_gather_objects(rank_state),
+            **self.identity,
+        }
+        return tensors, meta
+
+    def load_state(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
         self.model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model/")})
-        state: dict[int, dict[str, Any]] = {}
-        for key, value in tensors.items():
-            if key.startswith("optim/"):
-                _, index, name = key.split("/", 2)
-                state.setdefault(int(index), {})[name] = value
-        for index, scalars in meta["optimizer_scalars"].items():
-            state.setdefault(int(index), {}).update(scalars)
-        self.optimizer.load_state_dict({"state": state, "param_groups": meta["optimizer_param_groups"]})
+        self.optimizer.load_state_dict(unflatten_optimizer_state(tensors, meta["optimizer"]))
         self.schedule.load_state_dict(meta["schedule"])
-        torch.set_rng_state(tensors["rng/torch"])
-        self.augment_generator.set_state(tensors["rng/augment"])
+        if meta["scaler"]:
+            self.scaler.load_state_dict(meta["scaler"])
         if self.early_stopping is not None and meta["early_stopping"]:
             best = {k[5:]: v for k, v in tensors.items() if k.startswith("best/")}
             self.early_stopping.load_state(meta["early_stopping"], best or None)
-        self.epoch, self.step = meta["epoch"], meta["step"]
-        self.train_seconds, self.stop_training = meta["train_seconds"], meta["stop_training"]
-        self.history = meta["history"]
+        self.epoch, self.batch, self.step = meta["epoch"], meta["batch"], meta["step"]
+        self.train_seconds, self.epoch_seconds = meta["train_seconds"], meta["epoch_seconds"]
+        self.stop_training, self.lr_reductions = meta["stop_training"], meta["lr_reductions"]
+        self.nonfinite_in_a_row, self.history = meta["nonfinite_in_a_row"], [dict(row) for row in meta["history"]]
+        self._reset_epoch_sums()
+        ranks = meta["ranks"]
+        if self.world.rank >= len(ranks):  # more workers than when saved: a fresh random stream
+            return
+        mine = ranks[self.world.rank]
+        set_rng_states(mine, self.device, self.augment_generator)
+        self.loss_sum.fill_(mine["loss_sum"])
+        self.correct.fill_(mine["correct"])
+        self.seen = mine["seen"]
+
+    def save_checkpoint(self) -> Path:
+        """Write the training state to ``checkpoint_dir`` (rank 0 writes; every rank must call)."""
+        assert self.checkpoint_dir is not None
+        tensors, meta = self.state()
+        if self.config.on_nan == "reduce_lr":
+            self._keep_good_state((tensors, meta))
+        path = self.checkpoint_dir / f"step-{self.step:09d}.json"
+        if self.world.is_main:
+            path = write_checkpoint(self.checkpoint_dir, self.step, tensors, meta, self.config.keep_checkpoints)
+        self.last_checkpoint = path
+        return path
+
+    def resume(self, checkpoint_dir: Path) -> Path:
+        """Load the newest good checkpoint of ``checkpoint_dir`` (a bad newer one is reported
+        and skipped); refuse one made with another config or other data."""
+        tensors, meta, path = latest_checkpoint(checkpoint_dir, report=lambda line: print(line, file=sys.stderr, flush=True))
+        check_same_run(meta, self.identity, checkpoint_dir.parent)
+        self.load_state(tensors, meta)
+        self.last_checkpoint = path
+        return path
 
 
 def model_spec(model: nn.Module, data: Dataset, config: ExperimentConfig) -> dict[str, Any]:
@@ -313,8 +598,9 @@ def fit(model: nn.Module, data: Dataset, config: TrainConfig | None = None, *,
     """Train ``model`` on ``data`` and measure it on the test split.
 
     ``overrides`` are :class:`TrainConfig` fields (``epochs=10, optimizer="adamw", lr=3e-3,
-    schedule="cosine"``...). With ``out`` the run directory is written there, with a
-    checkpoint after every epoch; ``resume=True`` continues from that checkpoint.
+    schedule="cosine"``...). With ``out`` the run directory is written there, with checkpoints
+    every ``checkpoint_steps`` steps and after every epoch; ``resume=True`` continues from the
+    newest good checkpoint. Under torchrun, only rank 0 writes.
     """
     base = config or (experiment.train if experiment else TrainConfig())
     try:
@@ -333,21 +619,37 @@ def fit(model: nn.Module, data: Dataset, config: TrainConfig | None = None, *,
         )
     else:
         experiment = experiment.model_copy(update={"train": train_config})
-    name = experiment.model.name
-    trainer = Trainer(model, data, train_config, augment=augment, callbacks=callbacks, quiet=quiet, model_name=name)
     out_dir = Path(out) if out is not None else None
     checkpoints = out_dir / "checkpoints" if out_dir is not None else None
-    if out_dir is not None and not resume:
+    if resume:
+        if checkpoints is None:
+            raise ValueError("resume=True needs out= (the run directory to resume).")
+        if not list_checkpoints(checkpoints):
+            raise RunError(f"{out_dir} has no checkpoint to resume from. Start it with `deepnet train --out {out_dir}`.")
+    trainer = Trainer(model, data, train_config, augment=augment, callbacks=callbacks, quiet=quiet,
+                      model_name=experiment.model.name)
+    try:
+        return _train_and_save(trainer, experiment, out_dir, checkpoints, resume)
+    finally:
+        if trainer.owns_process_group:
+            distributed.shutdown()
+
+
+def _train_and_save(trainer: Trainer, experiment: ExperimentConfig, out_dir: Path | None,
+                    checkpoints: Path | None, resume: bool) -> Run:
+    data, train_config = trainer.data, trainer.config
+    writes = out_dir is not None and trainer.world.is_main
+    if checkpoints is not None:
+        trainer.identity = run_identity(experiment, data)
+    if writes and not resume:
         from deepnet.config import save_config
 
         out_dir.mkdir(parents=True, exist_ok=True)
         save_config(experiment, out_dir / "config.yaml")
     if resume:
-        if checkpoints is None:
-            raise ValueError("resume=True needs out= (the run directory to resume).")
-        trainer.load_checkpoint(checkpoints)
+        trainer.resume(checkpoints)
     trainer.fit(checkpoints)
-    test = evaluate_split(trainer.model, data.test, loss=train_config.loss,
+    test = evaluate_split(trainer.model, trainer._place(data.test), loss=train_config.loss,
                           batch_size=train_config.eval_batch_size, precision=train_config.precision)
     samples = sum(row.get("samples_per_second", 0) * row["seconds"] for row in trainer.history)
     metrics = {
@@ -357,9 +659,11 @@ def fit(model: nn.Module, data: Dataset, config: TrainConfig | None = None, *,
         "train_seconds": trainer.train_seconds,
         "epochs": trainer.epoch,
         "parameters": count_parameters(trainer.model),
+        "device": str(trainer.device),
+        "processes": trainer.world.size,
     }
     run = Run(model=trainer.model, config=experiment, model_spec=model_spec(trainer.model, data, experiment),
               history=trainer.history, metrics=metrics)
-    if out_dir is not None:
+    if writes:
         run.save(out_dir)
     return run

@@ -9,17 +9,17 @@ from __future__ import annotations
 import csv
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 from deepnet.config import ConfigError, ExperimentConfig, load_config, save_config
 
-__all__ = ["Run", "RunError", "load_run", "save_weights", "load_weights", "HISTORY_FIELDS"]
+__all__ = ["Run", "RunError", "atomic_write", "load_run", "save_weights", "load_weights", "HISTORY_FIELDS"]
 
 HISTORY_FIELDS = ["epoch", "step", "lr", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "seconds"]
 
@@ -28,11 +28,27 @@ class RunError(ValueError):
     """A run directory is missing a file or holds something unreadable."""
 
 
-def _atomic_write(path: Path, write) -> None:
-    # Write beside, then rename: a killed process never leaves a half-written artifact.
+def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
+    """``write(tmp)`` beside ``path``, fsync, rename over ``path``, fsync the directory: a process
+    killed (or a machine losing power) at any instant leaves the old file or the new one,
+    never half of either."""
     tmp = path.with_name(path.name + ".tmp")
     write(tmp)
+    with tmp.open("rb") as f:
+        os.fsync(f.fileno())
     os.replace(tmp, path)
+    _fsync_directory(path.parent)
+
+
+def _fsync_directory(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:  # Windows cannot open a directory; its rename is already durable enough
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def save_weights(model: nn.Module, path: Path) -> None:
@@ -44,7 +60,7 @@ def save_weights(model: nn.Module, path: Path) -> None:
         if ptr in seen and tensor.numel() > 0:
             state[key] = tensor.clone()
         seen.setdefault(ptr, key)
-    _atomic_write(path, lambda tmp: save_file(state, str(tmp)))
+    atomic_write(path, lambda tmp: save_file(state, str(tmp)))
 
 
 def load_weights(model: nn.Module, path: Path) -> None:
@@ -76,10 +92,10 @@ class Run:
         out = Path(directory)
         (out / "plots").mkdir(parents=True, exist_ok=True)
         save_config(self.config, out / "config.yaml")
-        _atomic_write(out / "model.json", lambda tmp: tmp.write_text(json.dumps(self.model_spec, indent=2)))
+        atomic_write(out / "model.json", lambda tmp: tmp.write_text(json.dumps(self.model_spec, indent=2)))
         save_weights(self.model, out / "model.safetensors")
         write_history(self.history, out / "history.csv")
-        _atomic_write(out / "metrics.json", lambda tmp: tmp.write_text(json.dumps(self.metrics, indent=2)))
+        atomic_write(out / "metrics.json", lambda tmp: tmp.write_text(json.dumps(self.metrics, indent=2)))
         if self.history:
             from deepnet.train.plots import plot_learning_curves
 
@@ -95,7 +111,7 @@ def write_history(history: list[dict[str, float]], path: Path) -> None:
             writer.writeheader()
             writer.writerows(history)
 
-    _atomic_write(path, write)
+    atomic_write(path, write)
 
 
 def read_history(path: Path) -> list[dict[str, float]]:
