@@ -3,7 +3,18 @@
 from deepnet.config import ConfigError, ExperimentConfig, load_config
 from deepnet.data import BatchLoader, Dataset, Split, load_dataset
 from deepnet.models import count_parameters, create_model, list_models, model_info, register_model
-from deepnet.train import Callback, Run, Trainer, TrainingError, evaluate_split, fit, load_run, seed_everything
+from deepnet.train import (
+    Callback,
+    Run,
+    RunError,
+    Trainer,
+    TrainingError,
+    TrainingInterrupted,
+    evaluate_split,
+    fit,
+    load_run,
+    seed_everything,
+)
 
 __version__ = "0.1.0"
 
@@ -14,9 +25,11 @@ __all__ = [
     "Dataset",
     "ExperimentConfig",
     "Run",
+    "RunError",
     "Split",
     "Trainer",
     "TrainingError",
+    "TrainingInterrupted",
     "count_parameters",
     "create_model",
     "evaluate_split",

@@ -16,21 +16,38 @@ EXIT_USER_ERROR = 2
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from deepnet.config import load_config
+    from deepnet.train import distributed
     from deepnet.train.experiment import default_run_dir, resume_experiment, run_experiment
 
+    overrides = list(args.overrides)
+    if args.device:
+        overrides.append(f"train.device={args.device}")
     if args.resume:
-        run = resume_experiment(args.resume, quiet=args.quiet)
+        saved = Path(args.resume) / "config.yaml"
+        config = load_config(saved, overrides) if saved.is_file() else None  # resume_experiment says what is missing
     else:
-        overrides = list(args.overrides)
         flags = {"model.name": args.model, "data.name": args.data, "data.data_dir": args.data_dir,
                  "train.epochs": args.epochs, "train.batch_size": args.batch_size, "train.lr": args.lr,
                  "train.seed": args.seed}
         overrides = [f"{k}={v}" for k, v in flags.items() if v is not None] + overrides
         config = load_config(args.config, overrides)
+    if args.nproc is not None and not distributed.world().distributed:
+        distributed.check_nproc(args.nproc, config.train.device if config else "auto")
+        if args.nproc > 1 or (args.nnodes or 1) != 1:
+            rendezvous = {key: getattr(args, key) for key in distributed.RENDEZVOUS_OPTIONS}
+            worker_argv = _strip_options(args.argv, ("--nproc", *(f"--{k.replace('_', '-')}" for k in rendezvous)))
+            if not args.quiet:
+                print(f"launching {args.nproc} worker(s) per node through torchrun", file=sys.stderr)
+            return distributed.launch(worker_argv, args.nproc, rendezvous)
+    if args.resume:
+        run = resume_experiment(args.resume, quiet=args.quiet, overrides=overrides)
+    else:
         out = Path(args.out) if args.out else default_run_dir(config)
-        if not args.quiet:
+        if not args.quiet and distributed.world().is_main:
             print(f"training {config.model.name} on {config.data.name} → {out}", file=sys.stderr)
         run = run_experiment(config, out, quiet=args.quiet)
+    if not distributed.world().is_main:
+        return 0
     metrics = run.metrics
     summary = f"test_loss {metrics['test_loss']:.4f}"
     if "test_accuracy" in metrics:
@@ -41,10 +58,23 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _strip_options(argv: list[str], names: tuple[str, ...]) -> list[str]:
+    """``argv`` without the options ``names`` and their values (``--x v`` or ``--x=v``)."""
+    kept, skip = [], False
+    for token in argv:
+        if skip:
+            skip = False
+        elif token in names:
+            skip = True
+        elif not token.startswith(tuple(f"{name}=" for name in names)):
+            kept.append(token)
+    return kept
+
+
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from deepnet.evaluate import evaluate_run
 
-    result = evaluate_run(args.run)
+    result = evaluate_run(args.run, device=args.device or "auto")
     if "test_accuracy" in result:
         print(f"test_accuracy {100 * result['test_accuracy']:.2f}%  test_loss {result['test_loss']:.4f}")
         for name, accuracy in result["per_class_accuracy"].items():
@@ -58,7 +88,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 def _cmd_predict(args: argparse.Namespace) -> int:
     from deepnet.evaluate import predict_file
 
-    for i, row in enumerate(predict_file(args.run, args.file)):
+    for i, row in enumerate(predict_file(args.run, args.file, device=args.device or "auto")):
         print(f"{i}\t{row['class']}\t{row['probability']:.4f}")
     return 0
 
@@ -98,7 +128,7 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     from deepnet.models._generate import generate
     from deepnet.train.run import load_run
 
-    run = load_run(args.run)
+    run = load_run(args.run, device=args.device or "auto")
     prep = run.model_spec.get("preprocessing", {})
     if prep.get("kind") != "chars":
         raise ValueError(f"{args.run} is not a character language model (preprocessing {prep.get('kind')!r}); "
@@ -107,11 +137,16 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     unknown = sorted({c for c in args.prompt if c not in chars})
     if unknown:
         raise ValueError(f"The prompt holds characters the model never saw: {unknown!r}. Remove them.")
-    idx = torch.tensor([[chars.index(c) for c in args.prompt]], dtype=torch.int64)
-    generator = torch.Generator().manual_seed(args.seed)
+    device = next(run.model.parameters()).device
+    idx = torch.tensor([[chars.index(c) for c in args.prompt]], dtype=torch.int64, device=device)
+    generator = torch.Generator(device=device).manual_seed(args.seed)
     out = generate(run.model, idx, args.tokens, temperature=args.temperature, top_k=args.top_k, generator=generator)
     print("".join(chars[i] for i in out[0].tolist()))
     return 0
+
+
+def _add_device(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", help="auto (CUDA when present, the default) | cpu | cuda | cuda:N | mps")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -129,18 +164,30 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--lr", type=float)
     train.add_argument("--seed", type=int)
     train.add_argument("--out", help="run directory (default runs/<data>-<model>)")
-    train.add_argument("--resume", metavar="RUN", help="continue an interrupted run from its checkpoint")
+    train.add_argument("--resume", metavar="RUN", help="continue an interrupted run from its newest good checkpoint")
     train.add_argument("--quiet", action="store_true", help="print only the final result")
+    _add_device(train)
+    parallel = train.add_argument_group("data-parallel training (launched through torchrun)")
+    parallel.add_argument("--nproc", type=int, metavar="N", help="worker processes per machine (one per GPU, or CPU processes)")
+    parallel.add_argument("--nnodes", help="machines taking part (torchrun's --nnodes)")
+    parallel.add_argument("--node-rank", type=int, help="this machine's rank, 0 to nnodes-1")
+    parallel.add_argument("--master-addr", help="address of the node-rank 0 machine")
+    parallel.add_argument("--master-port", type=int, help="a free port on the node-rank 0 machine")
+    parallel.add_argument("--rdzv-backend", help="torchrun rendezvous backend (c10d, static)")
+    parallel.add_argument("--rdzv-endpoint", help="host:port of the rendezvous (elastic jobs)")
+    parallel.add_argument("--rdzv-id", help="job id shared by the nodes of one rendezvous")
     train.add_argument("overrides", nargs="*", metavar="section.key=value")
     train.set_defaults(func=_cmd_train)
 
     evaluate = verbs.add_parser("evaluate", help="test metrics and confusion matrix of a run")
     evaluate.add_argument("run")
+    _add_device(evaluate)
     evaluate.set_defaults(func=_cmd_evaluate)
 
     predict = verbs.add_parser("predict", help="classify a PNG, .npy or CSV file with a run's model")
     predict.add_argument("run")
     predict.add_argument("file")
+    _add_device(predict)
     predict.set_defaults(func=_cmd_predict)
 
     models = verbs.add_parser("models", help="list the model zoo with parameter counts")
@@ -155,25 +202,32 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--temperature", type=float, default=0.8)
     sample.add_argument("--top-k", type=int, default=None)
     sample.add_argument("--seed", type=int, default=0)
+    _add_device(sample)
     sample.set_defaults(func=_cmd_sample)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    from deepnet.train.loop import TrainingError
+    from deepnet.train import distributed
+    from deepnet.train.loop import TrainingError, TrainingInterrupted
 
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv
     try:
         return args.func(args)
+    except TrainingInterrupted as err:
+        print(f"interrupted: {err}", file=sys.stderr)
+        return err.exit_code
     except KeyboardInterrupt:
-        print("interrupted: the last finished epoch is checkpointed; continue with `deepnet train --resume RUN`",
-              file=sys.stderr)
+        print("interrupted: stopped before training began; nothing to resume", file=sys.stderr)
         return 130
     except (ValueError, TypeError, FileNotFoundError, TrainingError) as err:
         if args.debug:
             raise
-        message = " ".join(str(err).split())
-        print(f"error: {message}", file=sys.stderr)
+        if distributed.world().is_main:  # the other workers fail alike: one line is enough
+            message = " ".join(str(err).split())
+            print(f"error: {message}", file=sys.stderr)
         return EXIT_USER_ERROR
 
 

@@ -12,16 +12,16 @@ import torch
 
 from deepnet.data import DataError
 from deepnet.train.experiment import load_experiment_data
-from deepnet.train.loop import evaluate_split
+from deepnet.train.loop import evaluate_split, model_device
 from deepnet.train.run import Run, load_run
 
 __all__ = ["evaluate_run", "predict", "predict_file", "prepare_inputs"]
 
 
-def evaluate_run(directory: str | os.PathLike, batch_size: int = 1024) -> dict[str, Any]:
+def evaluate_run(directory: str | os.PathLike, batch_size: int = 1024, device: str | None = None) -> dict[str, Any]:
     """Test loss/accuracy, per-class accuracy and a confusion matrix (``plots/confusion_matrix.png``);
-    written to ``evaluation.json`` beside the run."""
-    run = load_run(directory)
+    written to ``evaluation.json`` beside the run. ``device``: auto | cpu | cuda[:N] | mps (default cpu)."""
+    run = load_run(directory, device=device)
     data = load_experiment_data(run.config)
     result: dict[str, Any] = evaluate_split(run.model, data.test, loss=run.config.train.loss, batch_size=batch_size)
     result = {f"test_{k}": v for k, v in result.items()}
@@ -29,7 +29,8 @@ def evaluate_run(directory: str | os.PathLike, batch_size: int = 1024) -> dict[s
         predictions = []
         with torch.inference_mode():
             for start in range(0, len(data.test), batch_size):
-                predictions.append(run.model(data.test.x[start : start + batch_size]).argmax(-1))
+                x = data.test.x[start : start + batch_size].to(model_device(run.model))
+                predictions.append(run.model(x).argmax(-1).cpu())
         predicted = torch.cat(predictions).numpy()
         truth = data.test.y.numpy()
         k = data.num_classes
@@ -128,12 +129,12 @@ def _is_number(text: str) -> bool:
 def predict(run: Run, x: torch.Tensor) -> list[dict[str, Any]]:
     """Class and probability for each row of a prepared input batch."""
     with torch.inference_mode():
-        probabilities = torch.softmax(run.model(x).float(), dim=-1)
+        probabilities = torch.softmax(run.model(x.to(model_device(run.model))).float(), dim=-1).cpu()
     names = run.model_spec.get("class_names") or [str(i) for i in range(probabilities.shape[-1])]
     top = probabilities.max(dim=-1)
     return [{"class": names[int(i)], "index": int(i), "probability": float(p)} for p, i in zip(top.values, top.indices)]
 
 
-def predict_file(directory: str | os.PathLike, path: str | os.PathLike) -> list[dict[str, Any]]:
-    run = load_run(directory)
+def predict_file(directory: str | os.PathLike, path: str | os.PathLike, device: str | None = None) -> list[dict[str, Any]]:
+    run = load_run(directory, device=device)
     return predict(run, _read_file(Path(path), run.model_spec))

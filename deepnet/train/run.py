@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -130,8 +131,9 @@ def build_model_from_spec(spec: dict[str, Any]) -> nn.Module:
     return create_model(spec["name"], **args)
 
 
-def load_run(directory: str | os.PathLike) -> Run:
-    """Rebuild the model of a run directory and load its weights, config, history, metrics."""
+def load_run(directory: str | os.PathLike, device: str | torch.device | None = None) -> Run:
+    """Rebuild the model of a run directory and load its weights, config, history, metrics;
+    the model goes to ``device`` (``auto`` | ``cpu`` | ``cuda[:N]`` | ``mps``; default: the CPU)."""
     out = Path(directory)
     if not out.is_dir():
         raise RunError(f"Run directory {out} not found. Train one first: deepnet train ... --out {out}")
@@ -148,6 +150,10 @@ def load_run(directory: str | os.PathLike) -> Run:
         raise RunError(str(err)) from None
     model = build_model_from_spec(spec)
     load_weights(model, out / "model.safetensors")
+    if device is not None:
+        from deepnet.train.devices import resolve_device
+
+        model.to(resolve_device(device) if isinstance(device, str) else device)
     model.eval()
     history = read_history(out / "history.csv") if (out / "history.csv").is_file() else []
     metrics = json.loads((out / "metrics.json").read_text()) if (out / "metrics.json").is_file() else {}
