@@ -23,6 +23,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.device:
         overrides.append(f"train.device={args.device}")
     if args.resume:
+        for flag in ("config", "model", "data", "data_dir", "batch_size", "lr", "seed", "out"):
+            if getattr(args, flag) is not None:
+                option = "-c" if flag == "config" else f"--{flag.replace('_', '-')}"
+                raise ValueError(f"{option} cannot change a resumed run: --resume continues {args.resume} with its own "
+                                 "config.yaml. Drop it, or start a new run with another --out.")
+        if args.epochs:
+            overrides.append(f"train.epochs={args.epochs}")
         saved = Path(args.resume) / "config.yaml"
         config = load_config(saved, overrides) if saved.is_file() else None  # resume_experiment says what is missing
     else:
@@ -212,7 +219,14 @@ def main(argv: list[str] | None = None) -> int:
     from deepnet.train.loop import TrainingError, TrainingInterrupted
 
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # argparse takes positionals in one run; a `section.key=value` after an option lands here.
+    stray = [token for token in extra if token.startswith("-") or "=" not in token or not hasattr(args, "overrides")]
+    if stray:
+        parser.error(f"unrecognized arguments: {' '.join(stray)}")
+    if extra:
+        args.overrides = [*args.overrides, *extra]
     args.argv = argv
     try:
         return args.func(args)

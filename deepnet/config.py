@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 __all__ = [
     "AugmentSection",
@@ -86,8 +87,7 @@ class TrainConfig(_Section):
     early_stopping: bool = False
     patience: int = Field(5, ge=1)
     monitor: Literal["val_loss", "val_accuracy"] = "val_loss"
-    device: str = Field("auto", pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$",
-                        description="auto (CUDA when present) | cpu | cuda | cuda:N | mps")
+    device: str = Field("auto", description="auto (CUDA when present) | cpu | cuda | cuda:N | mps")
     precision: Literal["fp32", "bf16", "fp16"] = Field("fp32", description="fp16 adds a gradient scaler")
     channels_last: bool = Field(False, description="NHWC memory format for CNNs")
     compile: bool = False
@@ -102,6 +102,13 @@ class TrainConfig(_Section):
         "stop", description="on a non-finite loss: stop, skip the update, or restore the last good state and halve the lr")
     nan_retries: int = Field(10, ge=1, description="skip_batch: non-finite batches in a row; reduce_lr: halvings; then stop")
     max_steps_per_epoch: int | None = Field(None, ge=1, description="cap on steps per epoch")
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, value: str) -> str:
+        if not re.match(r"^(auto|cpu|mps|cuda(:\d+)?)$", value):
+            raise ValueError("expected auto, cpu, cuda, cuda:N or mps")
+        return value
 
     @model_validator(mode="after")
     def _warmup_within_epochs(self) -> TrainConfig:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
 import random
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -224,3 +226,69 @@ def test_on_nan_reduce_lr_restores_and_halves(tmp_path):
 def test_on_nan_reduce_lr_gives_up(tmp_path):
     with pytest.raises(dn.TrainingError, match="after the learning rate was halved 2 times"):
         _fit_poisoned(tmp_path, PoisonAt([17], once=False), on_nan="reduce_lr", nan_retries=2)
+
+
+# -- the command line ---------------------------------------------------------------------
+
+def test_cli_sigterm_exits_143_with_the_resume_line_then_resumes(tmp_path):
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "deepnet.cli", "train", "--data", "digits", "--model", "mlp", "--epochs", "60",
+               "--out", str(out), "--quiet", "train.threads=1", "train.checkpoint_steps=5", "train.batch_size=32"]
+    process = subprocess.Popen(command, cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not list_checkpoints(out / "checkpoints") and time.monotonic() < deadline and process.poll() is None:
+            time.sleep(0.05)
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=120)
+    finally:
+        process.kill()
+    assert process.returncode == 143, err
+    line = err.strip().splitlines()[-1]
+    assert line.startswith("interrupted: SIGTERM: training stopped after step ") and line.endswith(
+        f"written; continue with `deepnet train --resume {out}`")
+    resumed = subprocess.run([sys.executable, "-m", "deepnet.cli", "train", "--resume", str(out), "--quiet",
+                              "--lr", "0.1"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 2 and "--lr cannot change a resumed run" in resumed.stderr
+    resumed = subprocess.run([sys.executable, "-m", "deepnet.cli", "train", "--resume", str(out), "--quiet",
+                              "--epochs", "61"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert len((out / "history.csv").read_text().splitlines()) == 1 + 61  # --epochs may lengthen it
+
+
+def test_cli_resume_of_a_changed_config_or_data_is_one_line(tmp_path, capsys):
+    from deepnet.cli import main
+
+    data = tmp_path / "d.npz"
+    rng = np.random.default_rng(0)
+    np.savez(data, x=rng.normal(size=(200, 4)).astype(np.float32), y=rng.integers(0, 2, 200))
+    out = tmp_path / "r"
+    assert main(["train", "--data", str(data), "--model", "mlp", "--epochs", "2", "--out", str(out), "--quiet"]) == 0
+    config = out / "config.yaml"
+    original = config.read_text()
+    config.write_text(original.replace("lr: 0.003", "lr: 0.1"))
+    capsys.readouterr()
+    assert main(["train", "--resume", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"error: Cannot resume {out}: its config changed since the checkpoint (train.lr: 0.003 -> 0.1). "
+                   "Put the old values back, or start a new run with another --out.")
+    config.write_text(original)
+    np.savez(data, x=rng.normal(size=(200, 4)).astype(np.float32), y=rng.integers(0, 2, 200))
+    assert main(["train", "--resume", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: Cannot resume {out}: the training data changed since the checkpoint")
+    assert len(err.splitlines()) == 1
+
+
+def test_cli_maps_an_interruption_to_its_exit_code(monkeypatch, tmp_path, capsys):
+    from deepnet.cli import main
+    from deepnet.train import experiment
+
+    def interrupted(*args, **kwargs):
+        raise dn.TrainingInterrupted(signal.SIGINT, 7, tmp_path / "r" / "checkpoints" / "step-000000007.json")
+
+    monkeypatch.setattr(experiment, "run_experiment", interrupted)
+    assert main(["train", "--data", "digits", "--out", str(tmp_path / "r"), "--quiet"]) == 130
+    assert capsys.readouterr().err.strip() == (
+        f"interrupted: SIGINT: training stopped after step 7; checkpoint step-000000007 written; "
+        f"continue with `deepnet train --resume {tmp_path / 'r'}`")

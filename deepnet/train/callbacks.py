@@ -65,19 +65,23 @@ class ProgressReporter(Callback):
         self.stream = stream or sys.stderr
         self.interactive = hasattr(self.stream, "isatty") and self.stream.isatty()
         self.bar = None
-        self.epochs = 0
+        self.epochs = self.first_epoch = 0
 
     def on_train_begin(self, logs: dict[str, Any]) -> None:
         self.epochs = logs["trainer"].config.epochs
+        self.first_epoch = logs["trainer"].epoch  # > 0 when resumed
         self.start = time.perf_counter()
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any]) -> None:
+        if self.bar is not None:  # an epoch left early (on_nan=reduce_lr rolled back)
+            self.bar.close()
+            self.bar = None
         if self.interactive:
             from tqdm import tqdm
 
             steps = logs["trainer"].steps_per_epoch
-            self.bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{self.epochs}", file=self.stream,
-                            leave=False, dynamic_ncols=True)
+            self.bar = tqdm(total=steps, initial=logs.get("batch", 0), desc=f"epoch {epoch + 1}/{self.epochs}",
+                            file=self.stream, leave=False, dynamic_ncols=True)
 
     def on_batch_end(self, batch: int, logs: dict[str, Any]) -> None:
         if self.bar is not None:
@@ -90,7 +94,7 @@ class ProgressReporter(Callback):
             self.bar.close()
             self.bar = None
         elapsed = time.perf_counter() - self.start
-        eta = elapsed / epoch * (self.epochs - epoch)
+        eta = elapsed / max(epoch - self.first_epoch, 1) * (self.epochs - epoch)
         accuracy = "" if math.isnan(logs["val_accuracy"]) else (
             f" train_acc {100 * logs['train_accuracy']:.2f}% val_acc {100 * logs['val_accuracy']:.2f}%")
         print(f"epoch {epoch}/{self.epochs}  train_loss {logs['train_loss']:.4f}  val_loss {logs['val_loss']:.4f}"

@@ -122,11 +122,17 @@ def launch(worker_argv: list[str], nproc: int, rendezvous: dict[str, Any]) -> in
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import get_args_parser, run
 
+    from deepnet.train.devices import available_cpus
+
+    # torchrun sets 1 OpenMP thread per worker (with a warning) unless told; the workers share
+    # the CPUs this process may use instead.
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, available_cpus() // nproc)))
     options = [f"--nproc-per-node={nproc}"]
     for key, value in rendezvous.items():
         if value is not None:
             options.append(f"--{key.replace('_', '-')}={value}")
-    if rendezvous.get("nnodes") in (None, 1, "1") and rendezvous.get("rdzv_endpoint") is None:
+    single_node = rendezvous.get("nnodes") in (None, 1, "1")
+    if single_node and not any(rendezvous.get(k) for k in ("master_addr", "master_port", "rdzv_endpoint")):
         options.append("--standalone")  # one machine: a free local port, no fixed master port
     args = get_args_parser().parse_args([*options, "-m", "deepnet.cli", *worker_argv])
     try:

@@ -250,6 +250,18 @@ class Trainer:
         self._good_state: tuple[dict[str, torch.Tensor], dict[str, Any]] | None = None  # reduce_lr
         self._recent_losses: list[torch.Tensor] = []  # on_nan=stop: checked every few steps
 
+    def close(self) -> None:
+        """Leave the process group this trainer joined. DDP's reducer goes first: were it the
+        last holder of the gloo group, the group's destructor would wait for its worker
+        thread while holding the GIL that thread needs (a deadlock seen at exit)."""
+        self.forward = self.model
+        if self.owns_process_group:
+            import gc
+
+            gc.collect()
+            distributed.shutdown()
+            self.owns_process_group = False
+
     def _choose_device(self, name: str) -> torch.device:
         device = resolve_device(name)
         if self.world.distributed and device.type == "cuda":
@@ -421,7 +433,8 @@ class Trainer:
                 return
         if not self._recent_losses:
             return
-        finite = torch.isfinite(torch.stack(self._recent_losses))
+        recent = self._recent_losses
+        finite = torch.isfinite(recent[0] if len(recent) == 1 else torch.stack(recent))
         all_finite = bool(finite.all())
         first_step = self.step - len(self._recent_losses) + 1
         self._recent_losses.clear()
@@ -631,8 +644,7 @@ def fit(model: nn.Module, data: Dataset, config: TrainConfig | None = None, *,
     try:
         return _train_and_save(trainer, experiment, out_dir, checkpoints, resume)
     finally:
-        if trainer.owns_process_group:
-            distributed.shutdown()
+        trainer.close()
 
 
 def _train_and_save(trainer: Trainer, experiment: ExperimentConfig, out_dir: Path | None,
