@@ -393,10 +393,7 @@ class Trainer:
             self._stop_on_nonfinite(None)
         loss_sum, correct, seen = distributed.sum_across([self.loss_sum.item(), self.correct.item(), self.seen], self.device)
         train_loss = loss_sum / max(seen, 1)
-        if len(self.val_split):
-            val = evaluate_split(self.model, self.val_split, loss=c.loss, batch_size=c.eval_batch_size, precision=c.precision)
-        else:
-            val = {"loss": math.nan, "accuracy": math.nan}
+        val = self.evaluate(self.val_split) if len(self.val_split) else {"loss": math.nan, "accuracy": math.nan}
         seconds = self.epoch_seconds
         self.train_seconds += seconds
         self.epoch += 1
@@ -415,6 +412,20 @@ class Trainer:
             elif c.on_nan == "reduce_lr":
                 self._keep_good_state(self.state())
         self._emit("on_epoch_end", self.epoch, logs=row)
+
+    def evaluate(self, split: Split) -> dict[str, float]:
+        """Mean loss and accuracy on ``split``; data-parallel workers each take a contiguous
+        share and add up their sums, so every worker gets the same figures."""
+        c = self.config
+        if not self.world.distributed:
+            return evaluate_split(self.model, split, loss=c.loss, batch_size=c.eval_batch_size, precision=c.precision)
+        share = -(-len(split) // self.world.size)
+        rows = slice(self.world.rank * share, (self.world.rank + 1) * share)
+        mine = Split(split.x[rows], split.y[rows])
+        result = evaluate_split(self.model, mine, loss=c.loss, batch_size=c.eval_batch_size, precision=c.precision)
+        loss_sum, correct, count = distributed.sum_across(
+            [result["loss"] * len(mine), round(result["accuracy"] * len(mine)), len(mine)], self.device)
+        return {"loss": loss_sum / max(count, 1), "accuracy": correct / max(count, 1)}
 
     def _has_accuracy(self) -> bool:
         return self.config.loss == "cross_entropy" or self.data.task == "classification"
@@ -649,7 +660,7 @@ def fit(model: nn.Module, data: Dataset, config: TrainConfig | None = None, *,
 
 def _train_and_save(trainer: Trainer, experiment: ExperimentConfig, out_dir: Path | None,
                     checkpoints: Path | None, resume: bool) -> Run:
-    data, train_config = trainer.data, trainer.config
+    data = trainer.data
     writes = out_dir is not None and trainer.world.is_main
     if checkpoints is not None:
         trainer.identity = run_identity(experiment, data)
@@ -661,8 +672,7 @@ def _train_and_save(trainer: Trainer, experiment: ExperimentConfig, out_dir: Pat
     if resume:
         trainer.resume(checkpoints)
     trainer.fit(checkpoints)
-    test = evaluate_split(trainer.model, trainer._place(data.test), loss=train_config.loss,
-                          batch_size=train_config.eval_batch_size, precision=train_config.precision)
+    test = trainer.evaluate(trainer._place(data.test))
     samples = sum(row.get("samples_per_second", 0) * row["seconds"] for row in trainer.history)
     metrics = {
         "test_loss": test["loss"],
