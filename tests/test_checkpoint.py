@@ -292,3 +292,22 @@ def test_cli_maps_an_interruption_to_its_exit_code(monkeypatch, tmp_path, capsys
     assert capsys.readouterr().err.strip() == (
         f"interrupted: SIGINT: training stopped after step 7; checkpoint step-000000007 written; "
         f"continue with `deepnet train --resume {tmp_path / 'r'}`")
+
+
+def test_a_fresh_run_never_overwrites_an_unfinished_one(tmp_path, capsys):
+    from deepnet.cli import main
+
+    out = tmp_path / "r"
+    argv = ["train", "--data", "digits", "--model", "mlp", "--epochs", "2", "--out", str(out), "--quiet"]
+    assert main([*argv, "train.checkpoint_steps=3"]) == 0  # keeps steps 20, 18, 15
+    argv.append("train.checkpoint_steps=4")
+    assert main(argv) == 0  # a finished run may be trained again in place
+    # 10 steps an epoch: the second run keeps 20, 16, 12, and nothing of the first is left
+    assert [p.name for p in list_checkpoints(out / "checkpoints")] == ["step-000000020.json", "step-000000016.json",
+                                                                       "step-000000012.json"]
+    (out / "metrics.json").unlink()  # as if killed before the end
+    capsys.readouterr()
+    assert main(argv) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"error: {out} holds an unfinished run (newest checkpoint step-000000020). Continue it with "
+        f"`deepnet train --resume {out}`, or pick another --out.")

@@ -32,7 +32,7 @@ from deepnet.data import Dataset
 from deepnet.train.run import RunError, atomic_write
 
 __all__ = ["CheckpointError", "check_same_run", "data_fingerprint", "flatten_optimizer_state", "latest_checkpoint",
-           "list_checkpoints", "read_checkpoint", "rng_states", "run_identity", "set_rng_states",
+           "list_checkpoints", "read_checkpoint", "remove_checkpoints", "rng_states", "run_identity", "set_rng_states",
            "unflatten_optimizer_state", "write_checkpoint"]
 
 FORMAT = 1
@@ -77,6 +77,12 @@ def write_checkpoint(directory: str | os.PathLike, step: int, tensors: dict[str,
         if not orphan.with_suffix(".json").exists():
             orphan.unlink(missing_ok=True)
     return path
+
+
+def remove_checkpoints(directory: str | os.PathLike) -> None:
+    """Delete every checkpoint in ``directory`` (before a finished run is trained afresh)."""
+    for path in list_checkpoints(directory):
+        _remove(path)
 
 
 def _remove(json_path: Path) -> None:

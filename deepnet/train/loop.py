@@ -38,6 +38,7 @@ from deepnet.train.checkpoint import (
     flatten_optimizer_state,
     latest_checkpoint,
     list_checkpoints,
+    remove_checkpoints,
     rng_states,
     run_identity,
     set_rng_states,
@@ -650,6 +651,9 @@ def fit(model: nn.Module, data: Dataset, config: TrainConfig | None = None, *,
             raise ValueError("resume=True needs out= (the run directory to resume).")
         if not list_checkpoints(checkpoints):
             raise RunError(f"{out_dir} has no checkpoint to resume from. Start it with `deepnet train --out {out_dir}`.")
+    elif checkpoints is not None and (unfinished := list_checkpoints(checkpoints)) and not (out_dir / "metrics.json").is_file():
+        raise RunError(f"{out_dir} holds an unfinished run (newest checkpoint {unfinished[0].stem}). Continue it with "
+                       f"`deepnet train --resume {out_dir}`, or pick another --out.")
     trainer = Trainer(model, data, train_config, augment=augment, callbacks=callbacks, quiet=quiet,
                       model_name=experiment.model.name)
     try:
@@ -668,6 +672,10 @@ def _train_and_save(trainer: Trainer, experiment: ExperimentConfig, out_dir: Pat
         from deepnet.config import save_config
 
         out_dir.mkdir(parents=True, exist_ok=True)
+        # A finished run trained afresh: its checkpoints must not be resumed, and until this one
+        # ends the directory holds an unfinished run (no metrics.json).
+        remove_checkpoints(checkpoints)
+        (out_dir / "metrics.json").unlink(missing_ok=True)
         save_config(experiment, out_dir / "config.yaml")
     if resume:
         trainer.resume(checkpoints)
