@@ -30,11 +30,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
+from _doc import write_block  # benchmarks/_doc.py; this script runs as a file
 
 ROOT = Path(__file__).resolve().parents[1]
-DOC = ROOT / "docs" / "benchmarks.md"
 CONFIG = ROOT / "examples" / "mnist-cnn.yaml"
-BEGIN, END = "<!-- bench_ddp:begin -->", "<!-- bench_ddp:end -->"
 
 # name → extra command-line arguments
 VARIANTS = {
@@ -80,7 +79,7 @@ def main() -> None:
     section = section_text(args, results, load_before, load_after)
     print(section)
     if not args.no_doc:
-        write_doc(section)
+        write_block("bench_ddp", section)
 
 
 def section_text(args, results, load_before: str, load_after: str) -> str:
@@ -111,18 +110,6 @@ def section_text(args, results, load_before: str, load_after: str) -> str:
         lines.append(f"| {name} | {per_round} | **{median[name]:,.0f}** | {median[name] / default:.2f}x | "
                      f"{median[name] / baseline:.2f}x | {wall[name]:.1f} s | {100 * accuracy:.2f}% |")
     return "\n".join(lines)
-
-
-def write_doc(section: str) -> None:
-    """Replace the part of docs/benchmarks.md between the bench_ddp markers; append it if absent."""
-    block = f"{BEGIN}\n{section}\n{END}"
-    text = DOC.read_text() if DOC.is_file() else "# Benchmarks\n"
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + block + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    DOC.write_text(text)
 
 
 if __name__ == "__main__":

@@ -51,6 +51,8 @@ import sys
 import time
 from pathlib import Path
 
+from _doc import DOC, write_block  # benchmarks/_doc.py; this script runs as a file
+
 # -- settings -------------------------------------------------------------------------------
 EPOCHS = 3                         # passes over the 55,000 training images
 ROUNDS = 3                         # every tool runs once per round, in a rotated order; medians over rounds
@@ -67,8 +69,6 @@ TARGET_PEAK_FRACTION = 0.60        # deepnet's achieved GFLOP/s / peak at batch 
 TUNING_VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OMP_PROC_BIND", "KMP_BLOCKTIME", "KMP_AFFINITY",
                     "LD_PRELOAD", "DNNL_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS")  # recorded when set
 ROOT = Path(__file__).resolve().parents[1]
-DOC = ROOT / "docs" / "benchmarks.md"
-BEGIN, END = "<!-- bench_mlp:begin -->", "<!-- bench_mlp:end -->"
 CLOCKS = {"wall": time.perf_counter,  # what a user waits for
           "cpu": time.process_time}   # CPU seconds of the process: on a shared machine with
                                       # --threads 1, close to the wall time of an idle core
@@ -428,18 +428,6 @@ def render(results: dict, epochs: int, peak: float, flops: int) -> tuple[str, li
     return "\n".join(lines), verdicts
 
 
-def write_doc(section: str) -> None:
-    """Replace the part of docs/benchmarks.md between the bench_mlp markers; keep the rest."""
-    block = f"{BEGIN}\n{section}\n{END}"
-    if DOC.is_file() and BEGIN in (text := DOC.read_text()) and END in text:
-        head, rest = text.split(BEGIN, 1)
-        new = head + block + rest.split(END, 1)[1]
-    else:
-        new = "# Benchmarks\n\n" + block + "\n"
-    DOC.parent.mkdir(parents=True, exist_ok=True)
-    DOC.write_text(new)
-
-
 def section_text(args, table: str, verdicts: list[str], peak: float, best: float, flops: int,
                  load_before: str, load_after: str) -> str:
     facts = machine_facts(args.threads)
@@ -525,7 +513,7 @@ def main() -> None:
     print("\n" + table + "\n\n" + "\n".join(verdicts))
     if args.no_doc:
         return
-    write_doc(section_text(args, table, verdicts, peak, best, flops, load_before, load_after))
+    write_block("bench_mlp", section_text(args, table, verdicts, peak, best, flops, load_before, load_after))
     print(f"\nwrote {DOC.relative_to(ROOT)}")
 
 

@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 import torch
+from _doc import DOC, write_block  # benchmarks/_doc.py; this script runs as a file
 import torch.nn.functional as F
 from torch import nn
 from _gemms import gemms_alone  # benchmarks/_gemms.py; this script runs as a file
@@ -42,8 +43,6 @@ LR = 1e-3                          # Adam learning rate
 THREADS = os.cpu_count() or 1      # intra-op threads unless a trap says otherwise
 SEED = 0
 ROOT = Path(__file__).resolve().parents[1]
-DOC = ROOT / "docs" / "benchmarks.md"
-BEGIN, END = "<!-- cpu_traps:begin -->", "<!-- cpu_traps:end -->"
 CLOCKS = {"wall": time.perf_counter,  # elapsed time
           "cpu": time.process_time}   # CPU seconds of the process: with --threads 1 on a shared
                                       # machine, close to the wall time of an idle core
@@ -319,18 +318,6 @@ def render(rows: list[tuple[str, str, dict]], costs: dict[str, float]) -> str:
     return "\n".join(lines)
 
 
-def write_doc(section: str) -> None:
-    block = f"{BEGIN}\n{section}\n{END}"
-    text = DOC.read_text() if DOC.is_file() else "# Benchmarks\n"
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + block + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    DOC.parent.mkdir(parents=True, exist_ok=True)
-    DOC.write_text(text)
-
-
 def main() -> None:
     every = [*TRAPS, *EPOCH_TRAPS, *PROCESS_TRAPS, *OPTIMIZER_TRAPS, *DENORMAL_OPS]
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -402,7 +389,7 @@ def main() -> None:
         "",
         table,
     ])
-    write_doc(section)
+    write_block("cpu_traps", section)
     print(f"\nwrote {DOC.relative_to(ROOT)}")
 
 
