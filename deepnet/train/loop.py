@@ -250,6 +250,7 @@ class Trainer:
         self.pending_signal: int | None = None
         self._good_state: tuple[dict[str, torch.Tensor], dict[str, Any]] | None = None  # reduce_lr
         self._recent_losses: list[torch.Tensor] = []  # on_nan=stop: checked every few steps
+        self._loss_was_finite: bool | None = None  # on_nan=skip_batch|reduce_lr: this step's verdict
 
     def close(self) -> None:
         """Leave the process group this trainer joined. DDP's reducer goes first: were it the
@@ -325,7 +326,8 @@ class Trainer:
         rank alike). ``stop`` never waits for the loss here: the loop checks it later."""
         if self.config.on_nan == "stop":
             return True
-        return not distributed.any_rank(not bool(torch.isfinite(loss)), self.device)
+        self._loss_was_finite = not distributed.any_rank(not bool(torch.isfinite(loss)), self.device)
+        return self._loss_was_finite
 
     def _step_schedule(self) -> None:
         if self.step == 0:
@@ -437,11 +439,13 @@ class Trainer:
 
     # -- non-finite losses and signals -----------------------------------------------------
     def _stop_on_nonfinite(self, loss: torch.Tensor | None) -> None:
-        """``on_nan=stop``: losses are checked every step on the CPU, and every 50 steps (and
-        at the epoch's end) on an accelerator, where each check waits for the device."""
+        """``on_nan=stop``: losses are checked every step on the CPU alone, and every 50 steps
+        (and at the epoch's end) where a check has to wait: for an accelerator, or for the
+        other data-parallel workers."""
         if loss is not None:
             self._recent_losses.append(loss)
-            if len(self._recent_losses) < (1 if self.device.type == "cpu" else 50):
+            every = 1 if self.device.type == "cpu" and not self.world.distributed else 50
+            if len(self._recent_losses) < every:
                 return
         if not self._recent_losses:
             return
@@ -474,7 +478,11 @@ class Trainer:
     def _handle_nonfinite(self, loss: torch.Tensor) -> bool:
         """``skip_batch`` and ``reduce_lr``; False when the state was rolled back."""
         c = self.config
-        if distributed.any_rank(not bool(torch.isfinite(loss)), self.device):
+        finite = self._loss_was_finite  # decided in update_allowed, on every rank alike
+        self._loss_was_finite = None
+        if finite is None:  # a custom train_step that does not call update_allowed
+            finite = not distributed.any_rank(not bool(torch.isfinite(loss)), self.device)
+        if not finite:
             if c.on_nan == "skip_batch":
                 self.nonfinite_in_a_row += 1
                 if self.nonfinite_in_a_row > c.nan_retries:
