@@ -45,18 +45,24 @@ class AugmentSection(_Section):
 
 
 class DataConfig(_Section):
-    name: str = Field("digits", description="digits | mnist | sst2 | tiny-shakespeare | path/to/file.csv|.npz")
+    name: str = Field("digits", description="digits | mnist | sst2 | tiny-shakespeare | path/to/file.csv|.npz | an image folder")
     data_dir: str | None = None
     val_fraction: float | None = Field(None, ge=0, lt=1)
     label: str | None = Field(None, description="label column of a CSV")
     max_len: int | None = Field(None, ge=1, description="tokens per sentence (sst2)")
     block_size: int | None = Field(None, ge=2, description="characters per window (tiny-shakespeare)")
     min_count: int | None = Field(None, ge=1, description="train occurrences a word needs to get its own id; rarer words read as <unk> (sst2)")
+    image_size: int | tuple[int, int] | None = Field(None, description="resize an image folder's images: side or [height, width]")
+    channels: Literal[1, 3] | None = Field(None, description="image folder: 1 grey, 3 colour (default: grey when every image is)")
+    classes: list[str | int] | None = Field(None, description="keep these classes (names or indices), relabelled 0..K-1")
+    max_train_samples: int | None = Field(None, ge=1, description="train on a seeded random subset of this many examples")
     augment: AugmentSection = Field(default_factory=AugmentSection)
 
     def loader_options(self) -> dict[str, Any]:
         options = {"val_fraction": self.val_fraction, "label": self.label,
-                   "max_len": self.max_len, "block_size": self.block_size, "min_count": self.min_count}
+                   "max_len": self.max_len, "block_size": self.block_size, "min_count": self.min_count,
+                   "image_size": self.image_size, "channels": self.channels,
+                   "classes": self.classes, "max_train_samples": self.max_train_samples}
         return {k: v for k, v in options.items() if v is not None}
 
 
