@@ -55,6 +55,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
         run = run_experiment(config, out, quiet=args.quiet)
     if not distributed.world().is_main:
         return 0
+    _print_result(run)
+    return 0
+
+
+def _print_result(run) -> None:
     metrics = run.metrics
     summary = f"test_loss {metrics['test_loss']:.4f}"
     if "test_accuracy" in metrics:
@@ -62,6 +67,16 @@ def _cmd_train(args: argparse.Namespace) -> int:
                    f"(error {100 * (1 - metrics['test_accuracy']):.2f}%)  " + summary)
     print(f"{summary}  train {metrics['train_seconds']:.1f}s  {metrics['samples_per_second']:.0f} samples/s  "
           f"run: {run.directory}")
+
+
+def _cmd_finetune(args: argparse.Namespace) -> int:
+    from deepnet.train.experiment import finetune
+
+    flags = {"data.data_dir": args.data_dir, "train.epochs": args.epochs, "train.lr": args.lr,
+             "train.batch_size": args.batch_size, "train.device": args.device}
+    overrides = [f"{k}={v}" for k, v in flags.items() if v is not None] + list(args.overrides)
+    run = finetune(args.parent, args.data, args.mode, args.out, overrides=overrides, quiet=args.quiet)
+    _print_result(run)
     return 0
 
 
@@ -185,6 +200,22 @@ def build_parser() -> argparse.ArgumentParser:
     parallel.add_argument("--rdzv-id", help="job id shared by the nodes of one rendezvous")
     train.add_argument("overrides", nargs="*", metavar="section.key=value")
     train.set_defaults(func=_cmd_train)
+
+    tune_in = verbs.add_parser("finetune", help="transfer learning: a trained run's layers, a new head, new data")
+    tune_in.add_argument("parent", help="the trained run to start from")
+    tune_in.add_argument("--data", required=True, help="the new data: a dataset name, .npz/.csv file or image folder")
+    tune_in.add_argument("--mode", choices=("feature-extraction", "fine-tune"), default="fine-tune",
+                         help="feature-extraction: only the new head learns; fine-tune: everything, the backbone "
+                              "at train.backbone_lr_ratio x lr (default 0.1)")
+    tune_in.add_argument("--out", help="the new run directory (default <parent>-<data>-<mode>)")
+    tune_in.add_argument("--data-dir", help="folder holding the dataset files")
+    tune_in.add_argument("--epochs", type=int)
+    tune_in.add_argument("--lr", type=float)
+    tune_in.add_argument("--batch-size", type=int)
+    tune_in.add_argument("--quiet", action="store_true")
+    _add_device(tune_in)
+    tune_in.add_argument("overrides", nargs="*", metavar="section.key=value")
+    tune_in.set_defaults(func=_cmd_finetune)
 
     evaluate = verbs.add_parser("evaluate", help="test metrics and confusion matrix of a run")
     evaluate.add_argument("run")

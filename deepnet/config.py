@@ -70,6 +70,7 @@ class ModelConfig(_Section):
     name: str = "mlp"
     args: dict[str, Any] = Field(default_factory=dict, description="constructor arguments")
     init: Literal["default", "xavier_uniform", "xavier_normal", "he_uniform", "he_normal"] = "default"
+    parent: str | None = Field(None, description="run directory whose weights start this model (transfer learning); the head is new")
 
 
 class TrainConfig(_Section):
@@ -108,6 +109,9 @@ class TrainConfig(_Section):
         "stop", description="on a non-finite loss: stop, skip the update, or restore the last good state and halve the lr")
     nan_retries: int = Field(10, ge=1, description="skip_batch: non-finite batches in a row; reduce_lr: halvings; then stop")
     max_steps_per_epoch: int | None = Field(None, ge=1, description="cap on steps per epoch")
+    freeze_backbone: bool = Field(False, description="train only the head (feature extraction); the backbone's weights, norms and dropout stay fixed")
+    backbone_lr_ratio: float = Field(1.0, gt=0, le=1, description="the backbone's learning rate as a fraction of the head's (fine-tuning)")
+    unfreeze_every: int = Field(0, ge=0, description="with freeze_backbone: thaw one backbone block, from the top, every N epochs (0 = never)")
 
     @field_validator("device")
     @classmethod

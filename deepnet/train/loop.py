@@ -206,6 +206,20 @@ class Trainer:
             self.model = self.model.to(memory_format=torch.channels_last)
         check_model_fits(self.model, data, model_name)
         self.train_split, self.val_split = self._place(data.train), self._place(data.val)
+        self.head_names: set[str] = set()
+        self.backbone_blocks: dict[str, list[str]] = {}  # freeze_backbone: block name -> its parameters
+        self.backbone_modules: set[str] = set()
+        if config.freeze_backbone or config.backbone_lr_ratio != 1.0:
+            from deepnet.train import transfer
+
+            self.head_names = transfer.head_parameter_names(self.model)
+            if config.freeze_backbone:
+                self.backbone_blocks = transfer.backbone_blocks(self.model)
+                self.backbone_modules = transfer.backbone_modules(self.model, self.train_split.x[:2].to(self.device))
+            if config.unfreeze_every and self.world.distributed:
+                raise ValueError("train.unfreeze_every cannot change the trainable layers of a data-parallel run "
+                                 "(DistributedDataParallel fixes them at the start). Drop --nproc or set train.unfreeze_every=0.")
+        self._apply_freeze(epoch=0)  # before DistributedDataParallel, which fixes the trainable set
         self.forward: nn.Module = self.model
         if self.world.distributed:
             from torch.nn.parallel import DistributedDataParallel
@@ -223,7 +237,7 @@ class Trainer:
         self.steps_per_epoch = len(self.train_loader)
         if config.max_steps_per_epoch:
             self.steps_per_epoch = min(self.steps_per_epoch, config.max_steps_per_epoch)
-        self.optimizer = build_optimizer(self.model, config)
+        self.optimizer = build_optimizer(self.model, config, self.head_names)
         self.schedule = build_schedule(self.optimizer, config, self.steps_per_epoch)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=config.precision == "fp16")
         fill = float(data.train.x.min()) if data.input_kind == "image" else 0.0
@@ -289,6 +303,29 @@ class Trainer:
         if self.config.channels_last and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
         return x, y
+
+    def frozen_blocks(self, epoch: int) -> int:
+        """How many backbone blocks (from the input side) stay frozen in ``epoch`` (0-based)."""
+        if not self.backbone_blocks:
+            return 0
+        thawed = epoch // self.config.unfreeze_every if self.config.unfreeze_every else 0
+        return max(0, len(self.backbone_blocks) - thawed)
+
+    def _apply_freeze(self, epoch: int) -> None:
+        """Feature extraction / gradual unfreezing: frozen blocks get no gradient and run in
+        eval mode (fixed batch-norm statistics, no dropout), the rest trains."""
+        if not self.backbone_blocks:
+            return
+        count = self.frozen_blocks(epoch)
+        blocks = list(self.backbone_blocks)[:count]
+        frozen = {name for block in blocks for name in self.backbone_blocks[block]}
+        for name, p in self.model.named_parameters():
+            p.requires_grad_(name not in frozen)
+        if self.model.training:
+            for name, module in self.model.named_modules():
+                inside = any(name == block or name.startswith(block + ".") for block in blocks)
+                if inside or (count == len(self.backbone_blocks) and name in self.backbone_modules):
+                    module.eval()
 
     def _reset_epoch_sums(self) -> None:
         self.loss_sum = torch.zeros((), dtype=_sum_dtype(self.device), device=self.device)
@@ -361,6 +398,7 @@ class Trainer:
         self.train_loader.set_epoch(self.epoch)
         self._emit("on_epoch_begin", self.epoch, logs={"trainer": self, "batch": self.batch})
         self.model.train()
+        self._apply_freeze(self.epoch)
         start = time.perf_counter()
         for x, y in self.train_loader.batches(self.batch, self.steps_per_epoch):
             x, y = self._to_device(x, y)
@@ -611,6 +649,7 @@ def model_spec(model: nn.Module, data: Dataset, config: ExperimentConfig) -> dic
     return {
         "name": spec["name"],
         "args": json.loads(json.dumps(spec["args"], default=list)),
+        **({"parent": spec["parent"]} if spec.get("parent") else {}),
         "input_shape": list(data.input_shape),
         "input_kind": data.input_kind,
         "dtype": str(data.train.x.dtype).replace("torch.", ""),

@@ -13,18 +13,23 @@ from deepnet.config import TrainConfig
 __all__ = ["build_optimizer", "build_schedule", "lr_factor"]
 
 
-def _param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+def _param_groups(model: nn.Module, config: TrainConfig, head: set[str]) -> list[dict]:
     # Decay matrices and kernels only: decaying biases and norm gains hurts and is not what
-    # the papers did (as in nanoGPT and timm).
-    decay, no_decay = [], []
-    for p in model.parameters():
-        if p.requires_grad:
-            (decay if p.dim() >= 2 else no_decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    # the papers did (as in nanoGPT and timm). With a head named, the backbone gets its own
+    # groups at backbone_lr_ratio x lr (discriminative fine-tuning).
+    groups: dict[tuple[bool, bool], list[nn.Parameter]] = {(False, True): [], (False, False): []}
+    for name, p in model.named_parameters():
+        if p.requires_grad or head:  # a backbone frozen now may be unfrozen later
+            groups.setdefault((bool(head) and name not in head, p.dim() >= 2), []).append(p)
+    return [{"params": params, "weight_decay": config.weight_decay if decay else 0.0,
+             "lr": config.lr * (config.backbone_lr_ratio if backbone else 1.0)}
+            for (backbone, decay), params in sorted(groups.items(), key=lambda kv: (kv[0][0], not kv[0][1]))]
 
 
-def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    groups: Iterable = _param_groups(model, config.weight_decay)
+def build_optimizer(model: nn.Module, config: TrainConfig, head: set[str] | None = None) -> torch.optim.Optimizer:
+    """The configured optimizer over ``model``'s trainable parameters; ``head`` names the
+    parameters outside the backbone when the backbone trains at ``backbone_lr_ratio``."""
+    groups: Iterable = _param_groups(model, config, head or set())
     on_cpu = all(p.device.type == "cpu" for p in model.parameters())
     if config.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov and config.momentum > 0)
