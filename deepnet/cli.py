@@ -80,6 +80,31 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_diagnose(args: argparse.Namespace) -> int:
+    from deepnet.diagnose import diagnose
+
+    result = diagnose(args.run)
+    if args.json:
+        print(result.to_json())
+        return 0
+    print(f"verdict: {result.verdict} — {result.summary}")
+    e = result.evidence
+    figures = [("train loss", e["train_loss"], ".4f"), ("val loss", e["val_loss"], ".4f"),
+               ("train accuracy", e["train_accuracy"], ".2%"), ("val accuracy", e["val_accuracy"], ".2%"),
+               ("loss gap (val - train)", e.get("loss_gap"), ".4f"), ("best val epoch", e["best_val_epoch"], "d"),
+               ("val loss trend / epoch", e["val_loss_trend"], "+.1%"), ("train loss trend / epoch", e["train_loss_trend"], "+.1%"),
+               ("step loss noise", e["loss_noise"], ".3f")]
+    print(f"evidence ({e['epochs']} epochs, {e['steps']} steps):")
+    for name, value, spec in figures:
+        if value is not None:
+            print(f"  {name:<26}{format(value, spec)}")
+    print("remedies:")
+    for remedy in result.remedies:
+        print(f"  - {remedy['remedy']}" + (f": {remedy['try']}" if remedy["try"] else ""))
+    print(f"written: {Path(args.run) / 'diagnosis.json'}, {Path(args.run) / 'plots' / 'learning_curves.png'}")
+    return 0
+
+
 def _strip_options(argv: list[str], names: tuple[str, ...]) -> list[str]:
     """``argv`` without the options ``names`` and their values (``--x v`` or ``--x=v``)."""
     kept, skip = [], False
@@ -216,6 +241,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_device(tune_in)
     tune_in.add_argument("overrides", nargs="*", metavar="section.key=value")
     tune_in.set_defaults(func=_cmd_finetune)
+
+    diagnose = verbs.add_parser("diagnose", help="over/underfitting verdict, evidence and remedies from a run's curves")
+    diagnose.add_argument("run")
+    diagnose.add_argument("--json", action="store_true", help="print diagnosis.json instead of the summary")
+    diagnose.set_defaults(func=_cmd_diagnose)
 
     evaluate = verbs.add_parser("evaluate", help="test metrics and confusion matrix of a run")
     evaluate.add_argument("run")

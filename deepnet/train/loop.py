@@ -55,6 +55,7 @@ __all__ = ["Trainer", "TrainingError", "TrainingInterrupted", "fit", "evaluate_s
 
 # Szegedy et al. (2014): "the losses of the auxiliary classifiers were weighted by 0.3".
 AUX_CLASSIFIER_WEIGHT = 0.3
+STEP_LOG_ROWS_PER_EPOCH = 20  # rows of steps.csv per epoch: enough to see noise and slope within one
 
 _AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -249,6 +250,10 @@ class Trainer:
         self.early_stopping = EarlyStopping(config.monitor, config.patience) if config.early_stopping else None
         # The training state: everything below is saved in a checkpoint.
         self.history: list[dict[str, float]] = []
+        self.steps_log: list[dict[str, float]] = []
+        self.log_every = max(1, self.steps_per_epoch // STEP_LOG_ROWS_PER_EPOCH)
+        self.window_sum = torch.zeros((), dtype=_sum_dtype(self.device), device=self.device)
+        self.window_steps = 0
         self.epoch = 0  # epochs completed
         self.batch = 0  # batches completed in the current epoch
         self.step = 0  # optimizer steps taken (skipped updates included)
@@ -326,6 +331,16 @@ class Trainer:
                 inside = any(name == block or name.startswith(block + ".") for block in blocks)
                 if inside or (count == len(self.backbone_blocks) and name in self.backbone_modules):
                     module.eval()
+
+    def _log_steps(self) -> None:
+        """One row of ``steps.csv``: the mean training loss of the last ``log_every`` steps (the
+        curve within epochs, whose noise and slope ``deepnet diagnose`` reads)."""
+        if self.window_steps:
+            self.steps_log.append({"step": self.step, "epoch": self.epoch + self.batch / self.steps_per_epoch,
+                                   "lr": self.optimizer.param_groups[0]["lr"],
+                                   "train_loss": self.window_sum.item() / self.window_steps})
+        self.window_sum.zero_()
+        self.window_steps = 0
 
     def _reset_epoch_sums(self) -> None:
         self.loss_sum = torch.zeros((), dtype=_sum_dtype(self.device), device=self.device)
@@ -414,6 +429,10 @@ class Trainer:
                 self.loss_sum += loss * y.numel()
                 self.correct += n_correct
                 self.seen += y.numel()
+                self.window_sum += loss
+                self.window_steps += 1
+            if self.batch % self.log_every == 0 or self.batch == self.steps_per_epoch:
+                self._log_steps()
             self._emit("on_batch_end", self.batch - 1, logs={"loss": loss, "seen": self.seen, "steps": self.steps_per_epoch})
             if self.batch < self.steps_per_epoch:  # the epoch's end has a checkpoint of its own
                 if distributed.any_rank(self.pending_signal is not None, self.device):
@@ -589,6 +608,7 @@ class Trainer:
             "train_seconds": self.train_seconds, "epoch_seconds": self.epoch_seconds,
             "stop_training": self.stop_training, "lr_reductions": self.lr_reductions,
             "nonfinite_in_a_row": self.nonfinite_in_a_row, "history": self.history,
+            "steps_log": self.steps_log, "window": [self.window_sum.item(), self.window_steps],
             "optimizer": optim_meta,
             "schedule": self.schedule.state_dict(),  # its lr_lambdas are plain functions: stored as None
             "scaler": self.scaler.state_dict(),
@@ -611,6 +631,9 @@ class Trainer:
         self.train_seconds, self.epoch_seconds = meta["train_seconds"], meta["epoch_seconds"]
         self.stop_training, self.lr_reductions = meta["stop_training"], meta["lr_reductions"]
         self.nonfinite_in_a_row, self.history = meta["nonfinite_in_a_row"], [dict(row) for row in meta["history"]]
+        self.steps_log = [dict(row) for row in meta.get("steps_log", [])]
+        window_sum, self.window_steps = meta.get("window", [0.0, 0])
+        self.window_sum.fill_(window_sum)
         self._reset_epoch_sums()
         ranks = meta["ranks"]
         if self.world.rank >= len(ranks):  # more workers than when saved: a fresh random stream
@@ -723,6 +746,7 @@ def _train_and_save(trainer: Trainer, experiment: ExperimentConfig, out_dir: Pat
         # ends the directory holds an unfinished run (no metrics.json).
         remove_checkpoints(checkpoints)
         (out_dir / "metrics.json").unlink(missing_ok=True)
+        (out_dir / "diagnosis.json").unlink(missing_ok=True)  # it judged the run this one replaces
         save_config(experiment, out_dir / "config.yaml")
     if resume:
         trainer.resume(checkpoints)
@@ -740,7 +764,7 @@ def _train_and_save(trainer: Trainer, experiment: ExperimentConfig, out_dir: Pat
         "processes": trainer.world.size,
     }
     run = Run(model=trainer.model, config=experiment, model_spec=model_spec(trainer.model, data, experiment),
-              history=trainer.history, metrics=metrics)
+              history=trainer.history, steps=trainer.steps_log, metrics=metrics)
     if writes:
         run.save(out_dir)
     return run

@@ -13,22 +13,36 @@ import numpy as np  # noqa: E402
 __all__ = ["plot_learning_curves", "plot_confusion_matrix"]
 
 
-def plot_learning_curves(history: list[dict[str, float]], path: Path) -> None:
+def plot_learning_curves(history: list[dict[str, float]], path: Path, *, steps: list[dict[str, float]] | None = None,
+                         verdict: str | None = None, mark_epoch: float | None = None) -> None:
+    """Loss (and accuracy) per epoch for train and validation; with ``steps``, the training
+    loss within epochs as a faint line; with ``verdict`` (``deepnet diagnose``), the verdict
+    as the title and ``mark_epoch`` (where validation loss turned) as a dashed line."""
     epochs = [row["epoch"] for row in history]
     has_accuracy = any(np.isfinite(row.get("train_accuracy", float("nan"))) for row in history)
-    fig, axes = plt.subplots(1, 2 if has_accuracy else 1, figsize=(10 if has_accuracy else 5, 3.6))
+    fig, axes = plt.subplots(1, 2 if has_accuracy else 1, figsize=(10 if has_accuracy else 5, 3.9 if verdict else 3.6))
     axes = np.atleast_1d(axes)
-    for split, style in (("train", "-o"), ("val", "-s")):
-        axes[0].plot(epochs, [row.get(f"{split}_loss", np.nan) for row in history], style, label=split, markersize=3)
+    if steps:
+        axes[0].plot([row["epoch"] for row in steps], [row["train_loss"] for row in steps], "-", color="tab:blue",
+                     alpha=0.3, linewidth=0.8, label="train (every few steps)")
+    for split, style, color in (("train", "-o", "tab:blue"), ("val", "-s", "tab:orange")):
+        axes[0].plot(epochs, [row.get(f"{split}_loss", np.nan) for row in history], style, label=split, markersize=3,
+                     color=color)
         if has_accuracy:
             axes[1].plot(epochs, [100 * row.get(f"{split}_accuracy", np.nan) for row in history], style,
-                         label=split, markersize=3)
+                         label=split, markersize=3, color=color)
     axes[0].set(xlabel="epoch", ylabel="loss", title="Loss")
     if has_accuracy:
         axes[1].set(xlabel="epoch", ylabel="accuracy (%)", title="Accuracy")
     for ax in axes:
         ax.grid(alpha=0.3)
-        ax.legend()
+        if mark_epoch:
+            ax.axvline(mark_epoch, color="tab:red", linestyle="--", linewidth=1, label="validation loss turned")
+        ax.legend(fontsize=8)
+    if verdict:
+        import textwrap
+
+        fig.suptitle(textwrap.shorten(f"diagnosis — {verdict}", 150), fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

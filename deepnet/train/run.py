@@ -20,9 +20,10 @@ from torch import nn
 
 from deepnet.config import ConfigError, ExperimentConfig, load_config, save_config
 
-__all__ = ["Run", "RunError", "atomic_write", "load_run", "save_weights", "load_weights", "HISTORY_FIELDS"]
+__all__ = ["STEP_FIELDS", "Run", "RunError", "atomic_write", "load_run", "save_weights", "load_weights", "HISTORY_FIELDS"]
 
 HISTORY_FIELDS = ["epoch", "step", "lr", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "seconds"]
+STEP_FIELDS = ["step", "epoch", "lr", "train_loss"]
 
 
 class RunError(ValueError):
@@ -85,30 +86,33 @@ class Run:
     config: ExperimentConfig
     model_spec: dict[str, Any]
     history: list[dict[str, float]] = field(default_factory=list)
+    steps: list[dict[str, float]] = field(default_factory=list)  # the training loss every few steps
     metrics: dict[str, float] = field(default_factory=dict)
     directory: Path | None = None
 
     def save(self, directory: str | os.PathLike) -> Path:
-        """Write config.yaml, model.json, model.safetensors, history.csv, metrics.json, plots/."""
+        """Write config.yaml, model.json, model.safetensors, history.csv, steps.csv, metrics.json, plots/."""
         out = Path(directory)
         (out / "plots").mkdir(parents=True, exist_ok=True)
         save_config(self.config, out / "config.yaml")
         atomic_write(out / "model.json", lambda tmp: tmp.write_text(json.dumps(self.model_spec, indent=2)))
         save_weights(self.model, out / "model.safetensors")
         write_history(self.history, out / "history.csv")
+        if self.steps:
+            write_history(self.steps, out / "steps.csv", STEP_FIELDS)
         atomic_write(out / "metrics.json", lambda tmp: tmp.write_text(json.dumps(self.metrics, indent=2)))
         if self.history:
             from deepnet.train.plots import plot_learning_curves
 
-            plot_learning_curves(self.history, out / "plots" / "learning_curves.png")
+            plot_learning_curves(self.history, out / "plots" / "learning_curves.png", steps=self.steps)
         self.directory = out
         return out
 
 
-def write_history(history: list[dict[str, float]], path: Path) -> None:
+def write_history(history: list[dict[str, float]], path: Path, fields: list[str] = HISTORY_FIELDS) -> None:
     def write(tmp: Path) -> None:
         with tmp.open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=HISTORY_FIELDS, extrasaction="ignore")
+            writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
             writer.writeheader()
             writer.writerows(history)
 
@@ -156,5 +160,6 @@ def load_run(directory: str | os.PathLike, device: str | torch.device | None = N
         model.to(resolve_device(device) if isinstance(device, str) else device)
     model.eval()
     history = read_history(out / "history.csv") if (out / "history.csv").is_file() else []
+    steps = read_history(out / "steps.csv") if (out / "steps.csv").is_file() else []
     metrics = json.loads((out / "metrics.json").read_text()) if (out / "metrics.json").is_file() else {}
-    return Run(model=model, config=config, model_spec=spec, history=history, metrics=metrics, directory=out)
+    return Run(model=model, config=config, model_spec=spec, history=history, steps=steps, metrics=metrics, directory=out)
