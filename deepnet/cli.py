@@ -105,6 +105,23 @@ def _cmd_diagnose(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_lr_find(args: argparse.Namespace) -> int:
+    from deepnet.config import load_config
+    from deepnet.train.experiment import default_run_dir
+    from deepnet.tune import lr_find_experiment
+
+    overrides = list(args.overrides) + ([f"train.device={args.device}"] if args.device else [])
+    config = load_config(args.config, overrides)
+    out = Path(args.out) if args.out else Path(f"{default_run_dir(config)}-lr-find")
+    result = lr_find_experiment(config, out, start_lr=args.start_lr, end_lr=args.end_lr, steps=args.steps)
+    for note in result.notes:
+        print(f"note: {note}", file=sys.stderr)
+    print(f"suggested learning rate: {result.suggestion:.3g}  (steepest descent {result.steepest_lr:.3g}, "
+          f"lowest loss at {result.min_loss_lr:.3g}; config lr {config.train.lr:.3g})")
+    print(f"use it: train.lr={result.suggestion:.3g}   plot: {out / 'lr_find.png'}")
+    return 0
+
+
 def _strip_options(argv: list[str], names: tuple[str, ...]) -> list[str]:
     """``argv`` without the options ``names`` and their values (``--x v`` or ``--x=v``)."""
     kept, skip = [], False
@@ -246,6 +263,16 @@ def build_parser() -> argparse.ArgumentParser:
     diagnose.add_argument("run")
     diagnose.add_argument("--json", action="store_true", help="print diagnosis.json instead of the summary")
     diagnose.set_defaults(func=_cmd_diagnose)
+
+    finder = verbs.add_parser("lr-find", help="learning-rate range test: loss against rate, and a suggested rate")
+    finder.add_argument("-c", "--config", help="YAML experiment config")
+    finder.add_argument("--steps", type=int, default=200, help="optimizer steps in the sweep (default 200)")
+    finder.add_argument("--start-lr", type=float, default=1e-7)
+    finder.add_argument("--end-lr", type=float, default=10.0)
+    finder.add_argument("--out", help="folder for lr_find.png and lr_find.json (default runs/<data>-<model>-lr-find)")
+    _add_device(finder)
+    finder.add_argument("overrides", nargs="*", metavar="section.key=value")
+    finder.set_defaults(func=_cmd_lr_find)
 
     evaluate = verbs.add_parser("evaluate", help="test metrics and confusion matrix of a run")
     evaluate.add_argument("run")

@@ -25,6 +25,7 @@ class ConvNetConfig:
     widths: tuple[int, ...] = (32, 64, 128)
     convs_per_stage: int = 2
     dropout: float = 0.2
+    global_pool: bool = True  # False: flatten the last feature map (keeps where things are, as Keras's MNIST CNNs do)
 
 
 def conv_bn_relu(in_channels: int, out_channels: int) -> nn.Sequential:
@@ -39,26 +40,25 @@ class ConvNet(nn.Module):
         super().__init__()
         self.config = config
         layers: list[nn.Module] = []
-        channels = config.input_shape[0]
-        size = min(config.input_shape[1:])
+        channels, height, width_px = config.input_shape
         for stage, width in enumerate(config.widths):
             for _ in range(config.convs_per_stage):
                 layers.append(conv_bn_relu(channels, width))
                 channels = width
-            if stage < len(config.widths) - 1 and size >= 4:
+            if stage < len(config.widths) - 1 and min(height, width_px) >= 4:
                 layers.append(nn.MaxPool2d(2))  # (B, width, H/2, W/2)
-                size //= 2
+                height, width_px = height // 2, width_px // 2
         self.features = nn.Sequential(*layers)
-        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.pool = nn.AdaptiveAvgPool2d(1) if config.global_pool else nn.Identity()
         self.dropout = nn.Dropout(config.dropout)
-        self.classifier = nn.Linear(channels, config.num_classes)
-        self.num_features = channels
+        self.num_features = channels if config.global_pool else channels * height * width_px
+        self.classifier = nn.Linear(self.num_features, config.num_classes)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x)  # (B, widths[-1], h, w)
 
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.dropout(self.pool(features).flatten(1)))  # (B, num_classes)
+        return self.classifier(self.dropout(self.pool(features).flatten(1)))  # (B, C or C*h*w) -> (B, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
@@ -82,7 +82,8 @@ def _create_convnet(**kwargs) -> ConvNet:
     tiny={"input_shape": (1, 12, 12), "num_classes": 10, "widths": (4, 8)},
 )
 def convnet(input_shape: tuple[int, int, int] = (1, 28, 28), num_classes: int = 10,
-            widths: tuple[int, ...] = (32, 64, 128), convs_per_stage: int = 2, dropout: float = 0.2) -> ConvNet:
+            widths: tuple[int, ...] = (32, 64, 128), convs_per_stage: int = 2, dropout: float = 0.2,
+            global_pool: bool = True) -> ConvNet:
     """Compact VGG-style CNN with batch norm for small images."""
     return _create_convnet(input_shape=input_shape, num_classes=num_classes, widths=widths,
-                           convs_per_stage=convs_per_stage, dropout=dropout)
+                           convs_per_stage=convs_per_stage, dropout=dropout, global_pool=global_pool)
