@@ -122,6 +122,22 @@ def _cmd_lr_find(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_tune(args: argparse.Namespace) -> int:
+    from deepnet.tune import tune
+
+    summary = tune(args.config, trials=args.trials, storage=args.storage, study=args.study, out=args.out,
+                   workers=args.workers, metric=args.metric, overrides=list(args.overrides), quiet=args.quiet,
+                   summarize=not args.no_summary)
+    if args.no_summary:
+        return 0
+    print(f"{summary['n_complete']} complete, {summary['n_pruned']} pruned, {summary['n_fail']} failed trials "
+          f"in study {summary['study']!r}")
+    if summary["best_trial"] is not None:
+        print(f"best: trial {summary['best_trial']}  {summary['metric']} {summary['best_value']:.4f}  {summary['best_params']}")
+        print(f"best run: {summary['best_run']}   summary: {Path(summary['best_run']).parent / 'tune.json'}")
+    return 0
+
+
 def _strip_options(argv: list[str], names: tuple[str, ...]) -> list[str]:
     """``argv`` without the options ``names`` and their values (``--x v`` or ``--x=v``)."""
     kept, skip = [], False
@@ -273,6 +289,19 @@ def build_parser() -> argparse.ArgumentParser:
     _add_device(finder)
     finder.add_argument("overrides", nargs="*", metavar="section.key=value")
     finder.set_defaults(func=_cmd_lr_find)
+
+    tuner = verbs.add_parser("tune", help="hyperparameter search with Optuna over the config's search: section")
+    tuner.add_argument("-c", "--config", required=True, help="YAML config with a search: section")
+    tuner.add_argument("--trials", type=int, required=True, help="finished trials the study should hold")
+    tuner.add_argument("--storage", help="Optuna storage URL (default sqlite:///OUT/tune.db); rerun to continue")
+    tuner.add_argument("--study", help="study name (default: the config's file name)")
+    tuner.add_argument("--workers", type=int, default=1, help="worker processes sharing the study")
+    tuner.add_argument("--metric", choices=("val_accuracy", "val_loss"), help="what to optimise (default val_accuracy)")
+    tuner.add_argument("--out", help="folder for trials/, best/ and tune.json (default runs/tune-<study>)")
+    tuner.add_argument("--quiet", action="store_true")
+    tuner.add_argument("--no-summary", action="store_true", help=argparse.SUPPRESS)  # set for worker processes
+    tuner.add_argument("overrides", nargs="*", metavar="section.key=value")
+    tuner.set_defaults(func=_cmd_tune)
 
     evaluate = verbs.add_parser("evaluate", help="test metrics and confusion matrix of a run")
     evaluate.add_argument("run")

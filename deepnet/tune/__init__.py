@@ -2,5 +2,6 @@
 search with Optuna (`deepnet tune`)."""
 
 from deepnet.tune.lr_find import LRFinderResult, lr_find, lr_find_experiment
+from deepnet.tune.search import SearchSpace, load_search, tune
 
-__all__ = ["LRFinderResult", "lr_find", "lr_find_experiment"]
+__all__ = ["LRFinderResult", "SearchSpace", "load_search", "lr_find", "lr_find_experiment", "tune"]
