@@ -246,6 +246,8 @@ def tune(config_path: str | os.PathLike, *, trials: int, storage: str | None = N
     if workers > 1:
         from deepnet.train.devices import available_cpus
 
+        _study(storage_url, study_name, direction, base_seed)  # the tables and the study, before workers race to make them
+
         threads = max(1, available_cpus() // workers)
         command = [sys.executable, "-m", "deepnet.cli", "tune", "-c", str(config_path), "--trials", str(trials),
                    "--storage", storage_url, "--study", study_name, "--out", str(out_dir), "--metric", metric,
