@@ -152,6 +152,15 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    from deepnet.export import export_run
+
+    result = export_run(args.run, args.format, args.out)
+    print(f"wrote {result.path} ({result.path.stat().st_size / 1e6:.2f} MB, {args.format}); checked against PyTorch "
+          f"at batch sizes {', '.join(map(str, result.checked_batch_sizes))}: max difference {result.max_difference:.2g}")
+    return 0
+
+
 def _add_device(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", help="auto (CUDA when present, the default) | cpu | cuda | cuda:N | mps")
 
@@ -211,6 +220,12 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--seed", type=int, default=0)
     _add_device(sample)
     sample.set_defaults(func=_cmd_sample)
+
+    export = verbs.add_parser("export", help="the model with its preprocessing as ONNX or an ExportedProgram")
+    export.add_argument("run")
+    export.add_argument("--format", choices=["onnx", "exported-program"], default="onnx")
+    export.add_argument("--out", help="output file (default RUN/model.onnx or RUN/model.pt2)")
+    export.set_defaults(func=_cmd_export)
     return parser
 
 
