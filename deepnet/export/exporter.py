@@ -126,7 +126,8 @@ def read_onnx_metadata(path: str | os.PathLike) -> dict[str, Any]:
 def _quiet_exporter() -> Iterator[None]:
     """The exporters log progress and warn about optional packages (torchvision's ops) that
     have nothing to do with our graphs; a user sees our one summary line instead."""
-    loggers = [logging.getLogger(name) for name in ("torch.onnx", "torch.export", "torch._dynamo", "torch._export", "onnxscript")]
+    loggers = [logging.getLogger(name) for name in ("torch.onnx", "torch.export", "torch._dynamo", "torch._export",
+                                                    "torch.__trace", "onnxscript")]
     levels = [logger.level for logger in loggers]
     for logger in loggers:
         logger.setLevel(logging.ERROR)

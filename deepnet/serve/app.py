@@ -12,6 +12,8 @@ import copy
 import json
 import logging
 import os
+import signal
+import threading
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -216,8 +218,18 @@ def serve(settings: ServeSettings, host: str = "127.0.0.1", port: int = 8000, wo
     metadata = app.state.runtime.metadata
     print(f"serving {settings.run} ({metadata.get('model')}, {app.state.runtime.name} runtime, version "
           f"{app.state.runtime.version}) on http://{host}:{port} with {workers} worker(s)", flush=True)
-    if workers == 1:
-        uvicorn.run(app, **options)
-    else:
-        os.environ[SETTINGS_VARIABLE] = json.dumps(asdict(settings))
-        uvicorn.run("deepnet.serve.app:app_from_environment", factory=True, workers=workers, **options)
+    # uvicorn stops on SIGINT/SIGTERM after the requests in flight are answered, then raises
+    # the signal again for its previous handler: a stop asked for and done is exit status 0.
+    stops = (signal.SIGINT, signal.SIGTERM)
+    previous = {signum: signal.signal(signum, lambda *_: None) for signum in stops} \
+        if threading.current_thread() is threading.main_thread() else {}
+    try:
+        if workers == 1:
+            uvicorn.run(app, **options)
+        else:
+            os.environ[SETTINGS_VARIABLE] = json.dumps(asdict(settings))
+            uvicorn.run("deepnet.serve.app:app_from_environment", factory=True, workers=workers, **options)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    print("stopped: every request in flight was answered", flush=True)
