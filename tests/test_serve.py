@@ -180,7 +180,9 @@ def test_wrong_type(client):
     _problem(client.post("/predict", json={"inputs": row}), 422, "inputs[2][3] is a JSON string; every value must be a number")
     _problem(client.post("/predict", json={"inputs": [[True] * 8] * 8}), 422, "inputs[0][0] is a JSON boolean")
     _problem(client.post("/predict", json={"inputs": {"a": 1}}), 422, "inputs must be a (nested) JSON array of numbers")
-    _problem(client.post("/predict", json={"inputs": [[10**30] * 8] * 8}), 422, "numbers that fit in 64 bits")
+    _problem(client.post("/predict", json={"inputs": [[10**30] * 8] * 8}), 422, "values must lie in [0, 16]")
+    _problem(client.post("/predict", json={"inputs": [[10**30, "x"] * 4] * 8}), 422, "inputs[0][1] is a JSON string")
+    _problem(client.post("/predict", json={"inputs": [[10**30, True] * 4] * 8}), 422, "inputs[0][1] is a JSON boolean")
 
 
 def test_ragged_array(client):

@@ -20,10 +20,12 @@ from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import orjson
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from pydantic import BaseModel
+from starlette.routing import Route
 
 from deepnet.serve.batching import MicroBatcher
 from deepnet.serve.runtime import load_runtime
@@ -153,7 +155,6 @@ def create_app(settings: ServeSettings) -> FastAPI:
         "application/json": {"schema": REQUEST_SCHEMA},
         **{media: {"schema": {"type": "string", "format": "binary"}} for media in IMAGE_TYPES}}}}
 
-    @app.post("/predict", response_model=Prediction, responses=problems, openapi_extra=body_schema)
     async def predict(request: Request) -> Response:
         """Classify one example or a batch: ``{"inputs": [...]}``, ``{"images": [base64, ...]}``,
         ``{"texts": [...]}``, or a PNG/JPEG body."""
@@ -163,8 +164,15 @@ def create_app(settings: ServeSettings) -> FastAPI:
         probabilities = await batcher.submit(x)
         metrics.examples.inc(len(x))
         indices = probabilities.argmax(axis=1).tolist()
-        return JSONResponse({"classes": [names[i] for i in indices], "indices": indices,
-                             "probabilities": probabilities.tolist(), "model_version": runtime.version})
+        content = {"classes": [names[i] for i in indices], "indices": indices, "probabilities": probabilities,
+                   "model_version": runtime.version}
+        return Response(orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json")
+
+    # FastAPI documents the endpoint in the OpenAPI schema; the same function also runs as a
+    # plain Starlette route placed first, which skips FastAPI's per-request dependency
+    # solving: ~60 of the ~250 microseconds the server spends on a request (cProfile).
+    app.post("/predict", response_model=Prediction, responses=problems, openapi_extra=body_schema)(predict)
+    app.router.routes.insert(0, Route("/predict", predict, methods=["POST"]))
 
     @app.get("/health")
     async def health() -> dict[str, str]:

