@@ -110,14 +110,14 @@ async def client(port: int, request: bytes, stop_at: float, record_from: float,
         try:
             if writer is None:
                 reader, writer = await asyncio.open_connection("127.0.0.1", port)
-            start = loop.time()
+            start = time.perf_counter()  # uvloop's loop.time() counts whole milliseconds
             writer.write(request)
             head = await reader.readuntil(b"\r\n\r\n")
             length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))
             await reader.readexactly(length)
-            end = loop.time()
+            end = time.perf_counter()
             status = int(head[9:12])
-            if start >= record_from:
+            if loop.time() >= record_from:
                 if status == 200:
                     latencies.append(end - start)
                 else:
@@ -164,6 +164,27 @@ def measure(run: Path, options: list[str], clients: int, seconds: float, warmup:
             "mean_batch": (after[0] - before[0]) / calls if calls else float("nan")}
 
 
+def model_costs(run: Path, threads: int) -> dict[int, float]:
+    """Milliseconds per example of the ONNX model alone at batch 1 and 64: the most that
+    batching can save in the model itself (the rest is per-request and per-call overhead)."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+    session = onnxruntime.InferenceSession(str(run / "model.onnx"), options, providers=["CPUExecutionProvider"])
+    costs = {}
+    for batch in (1, 64):
+        x = np.random.default_rng(0).uniform(0, 255, (batch, 1, 28, 28)).astype(np.float32)
+        for _ in range(10):
+            session.run(["probabilities"], {"input": x})
+        calls = max(20, 2000 // batch)
+        start = time.perf_counter()
+        for _ in range(calls):
+            session.run(["probabilities"], {"input": x})
+        costs[batch] = 1000 * (time.perf_counter() - start) / (calls * batch)
+    return costs
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", type=Path, help="a run directory of the MNIST CNN (default: train a short one)")
@@ -182,6 +203,7 @@ def main() -> None:
     except ImportError:
         pass
     run = make_run(args.run or Path(tempfile.gettempdir()) / "deepnet-bench-serve-mnist-cnn")
+    costs = model_costs(run, args.threads)
     names = list(MODES)
     results: dict[str, list[dict]] = {name: [] for name in names}
     for round_index in range(args.rounds):
@@ -212,7 +234,9 @@ def main() -> None:
         f"--rounds {args.rounds}` on {os.cpu_count()} CPUs ({platform.processor() or platform.machine()}), "
         f"onnxruntime {onnxruntime.__version__}, server runtime threads {args.threads}; medians over rounds.",
         "", *rows, "",
-        f"Micro-batching serves **{ratio:.2f}x** the requests per second of one-at-a-time serving."])
+        f"Micro-batching serves **{ratio:.2f}x** the requests per second of one-at-a-time serving. "
+        f"The model alone (ONNX Runtime, {args.threads} thread(s), same run): {costs[1]:.3f} ms per example at "
+        f"batch 1, {costs[64]:.3f} ms at batch 64 ({costs[1] / costs[64]:.2f}x)."])
     print(section)
     if args.write_doc:
         write_block("bench_serve", section, doc=DOC)

@@ -15,6 +15,7 @@ import copy
 import json
 import logging
 import os
+import re
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -127,20 +128,19 @@ def _quiet_exporter() -> Iterator[None]:
     """The exporters log progress and warn about optional packages (torchvision's ops) that
     have nothing to do with our graphs; a user sees our one summary line instead."""
     loggers = [logging.getLogger(name) for name in ("torch.onnx", "torch.export", "torch._dynamo", "torch._export",
-                                                    "torch.__trace", "onnxscript")]
+                                                    "torch.__trace", "torch.fx", "onnxscript")]
     levels = [logger.level for logger in loggers]
     for logger in loggers:
         logger.setLevel(logging.ERROR)
     try:
         with warnings.catch_warnings():
-            # Deprecation notices inside the exporters' own code, not ours to fix.
+            # Deprecation notices inside the exporters' own code, not ours to fix; and the
+            # warnings of a failing trace, whose error we report instead.
             warnings.filterwarnings("ignore", category=DeprecationWarning)
             warnings.filterwarnings("ignore", category=FutureWarning)
-            with contextlib.redirect_stdout(open(os.devnull, "w")) as sink:
-                try:
-                    yield
-                finally:
-                    sink.close()
+            warnings.filterwarnings("ignore", category=UserWarning, module=r"torch\.")
+            with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+                yield
     finally:
         for logger, level in zip(loggers, levels):
             logger.setLevel(level)
@@ -258,10 +258,12 @@ def _explain_failure(graph: nn.Module, example: torch.Tensor, format: str, err: 
             break
     where = culprit or "the model as a whole (each layer exports on its own)"
     return (f"Cannot export to {format}: {where} fails: {reason}. Replace that layer with tensor operations "
-            "the exporter supports (no data-dependent Python branches, no .item()/.numpy()), "
-            "or use --format " + ("exported-program" if format == "onnx" else "onnx") + ".")
+            "the exporter supports (no Python branches on tensor values, no .item()/.numpy()/.tolist()).")
 
 
-def _first_line(err: Exception) -> str:
-    text = " ".join(str(err).strip().splitlines()[:1]) or type(err).__name__
-    return text[:300]
+def _first_line(err: BaseException) -> str:
+    """The first line of the root cause (the ONNX exporter wraps torch.export's error)."""
+    while err.__cause__ is not None:
+        err = err.__cause__
+    lines = [line.strip() for line in re.sub(r"\x1b\[[0-9;]*m", "", str(err)).splitlines() if line.strip()]
+    return (lines[0] if lines else type(err).__name__)[:300]
