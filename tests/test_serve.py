@@ -272,3 +272,42 @@ def test_missing_run_and_missing_onnx_file(tmp_path, run_dir):
     with pytest.raises(RunError, match=r"has no model.onnx for --runtime onnx. Export it first: deepnet export"):
         create_app(ServeSettings(str(bare), runtime="onnx"))
     assert create_app(ServeSettings(str(bare))).state.runtime.name == "torch"  # auto falls back
+
+
+# ----------------------------------------------------------------- a text classifier
+
+
+@pytest.fixture(scope="module")
+def text_run(tmp_path_factory):
+    """A tiny transformer sentiment classifier over a 6-word vocabulary, trained 1 epoch."""
+    import torch
+
+    from deepnet.data import Dataset, Split
+    from deepnet.data.text import encode_text
+    from deepnet.export import export_run
+    from deepnet.models import create_model
+    from deepnet.train import fit
+
+    prep = {"kind": "vocab", "tokens": ["<pad>", "<unk>", "good", "bad", "film", "very"], "max_len": 6, "lowercase": True}
+    texts = ["good film", "very good film", "bad film", "very bad"] * 6
+    x, y = encode_text(texts, prep), torch.tensor([1, 1, 0, 0] * 6)
+    data = Dataset("words", Split(x, y), Split(x[:4], y[:4]), Split(x[:4], y[:4]), input_shape=(6,), num_classes=2,
+                   class_names=["negative", "positive"], preprocessing=prep, vocab_size=6, input_kind="tokens")
+    model = create_model("transformer-classifier", vocab_size=6, num_classes=2, max_len=6, d_model=16, n_layer=1, n_head=2)
+    out = tmp_path_factory.mktemp("text") / "run"
+    fit(model, data, epochs=1, batch_size=8, quiet=True, out=out, threads=1, checkpoint_every=0)
+    export_run(out)
+    return out
+
+
+def test_text_classifier_takes_texts_and_token_ids(text_run):
+    with TestClient(create_app(ServeSettings(str(text_run), max_wait_ms=0))) as text:
+        by_text = text.post("/predict", json={"texts": ["A very good film!", "bad"]})
+        assert by_text.status_code == 200 and set(by_text.json()["classes"]) <= {"negative", "positive"}
+        by_ids = text.post("/predict", json={"inputs": [[1, 5, 2, 4, 1, 0], [3, 0, 0, 0, 0, 0]]}).json()
+        np.testing.assert_allclose(by_ids["probabilities"], by_text.json()["probabilities"], atol=1e-6)
+        assert text.get("/metadata").json()["value_range"] == [0, 5]
+        _problem(text.post("/predict", json={"inputs": [[9, 0, 0, 0, 0, 0]]}), 422, "token ids must lie in [0, 5]")
+        _problem(text.post("/predict", json={"inputs": [[1.5, 0, 0, 0, 0, 0]]}), 422, "integer token ids")
+        _problem(text.post("/predict", json={"texts": "good"}), 422, "texts must be a non-empty list of strings")
+        _problem(text.post("/predict", json={"images": ["AAAA"]}), 422, "reads tokens inputs of shape (6,), not images")
