@@ -115,7 +115,7 @@ def test_one_log_line_per_request(client, caplog):
 
 
 def test_concurrent_requests_share_a_batch(run_dir):
-    with TestClient(create_app(ServeSettings(str(run_dir), max_wait_ms=300))) as slow:
+    with TestClient(create_app(ServeSettings(str(run_dir), max_wait_ms=1000))) as slow:
         results = []
         threads = [threading.Thread(target=lambda i=i: results.append(
             slow.post("/predict", json={"inputs": DIGITS[i].tolist()}).status_code)) for i in range(6)]
