@@ -192,3 +192,23 @@ def test_disagreement_fails_loudly(tmp_path, monkeypatch):
     monkeypatch.setattr(exporter, "_write_onnx", write_then_perturb)
     with pytest.raises(ExportError, match=r"ONNX Runtime disagrees with PyTorch on logits at batch 1: max \|difference\| 0.01 \(tolerance 0.0001\)"):
         export_model(inference_model(run), inference_metadata(run), tmp_path / "m.onnx")
+
+
+def test_tabular_run_takes_unscaled_features(tmp_path):
+    from deepnet.data import from_arrays
+    from deepnet.evaluate import predict, prepare_inputs
+    from deepnet.train import fit, load_run
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(50, 10, (120, 5)).astype(np.float32)  # far from standardised
+    y = (x[:, 0] > 50).astype(np.int64)
+    data = from_arrays(x, y)
+    model = create_model("mlp", input_shape=(5,), num_classes=2, width=8)
+    fit(model, data, epochs=1, quiet=True, out=tmp_path / "run", threads=1, checkpoint_every=0)
+    result = export_run(tmp_path / "run")
+    assert result.metadata["value_range"] is None and result.metadata["preprocessing"]["kind"] == "standardize"
+    session = onnxruntime.InferenceSession(str(result.path), providers=["CPUExecutionProvider"])
+    run = load_run(tmp_path / "run")
+    _, probabilities = session.run(None, {"input": x[:10]})
+    expected = [row["probability"] for row in predict(run, prepare_inputs(x[:10], run.model_spec))]
+    np.testing.assert_allclose(probabilities.max(1), expected, atol=1e-5)
