@@ -82,6 +82,16 @@ class _Metrics:
         self.batch_size = Histogram("deepnet_batch_size", "Examples per model call (micro-batches)",
                                     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024), registry=self.registry)
         self.examples = Counter("deepnet_examples", "Examples predicted", registry=self.registry)
+        self._children: dict[tuple[str, str], tuple[Any, Any]] = {}
+
+    def observe(self, endpoint: str, status: int, seconds: float) -> None:
+        # labels() looks up the environment on every call (~10 us): keep the children.
+        key = (endpoint, str(status))
+        if key not in self._children:
+            self._children[key] = (self.requests.labels(*key), self.latency.labels(endpoint))
+        requests, latency = self._children[key]
+        requests.inc()
+        latency.observe(seconds)
 
 
 class _RequestLog:
@@ -108,8 +118,7 @@ class _RequestLog:
             seconds = time.perf_counter() - start
             path = scope.get("path", "")
             endpoint = path if path in ENDPOINTS else "other"  # fuzzed paths must not grow the label set
-            self.metrics.requests.labels(endpoint, str(status)).inc()
-            self.metrics.latency.labels(endpoint).observe(seconds)
+            self.metrics.observe(endpoint, status, seconds)
             client = scope.get("client") or ("-", 0)
             examples = scope.get("state", {}).get("examples", "-")
             logger.info("%s:%s %s %s %d %.1fms examples=%s", client[0], client[1], scope.get("method", "-"),
