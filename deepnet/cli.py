@@ -225,6 +225,25 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    from deepnet.export import export_run
+
+    result = export_run(args.run, args.format, args.out)
+    print(f"wrote {result.path} ({result.path.stat().st_size / 1e6:.2f} MB, {args.format}); checked against PyTorch "
+          f"at batch sizes {', '.join(map(str, result.checked_batch_sizes))}: max difference {result.max_difference:.2g}")
+    return 0
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from deepnet.serve import ServeSettings, serve
+
+    settings = ServeSettings(run=args.run, runtime=args.runtime, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
+                             max_body_bytes=args.max_body_bytes, max_examples=args.max_examples, threads=args.threads,
+                             device=args.device or "cpu")
+    serve(settings, host=args.host, port=args.port, workers=args.workers)
+    return 0
+
+
 def _add_device(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", help="auto (CUDA when present, the default) | cpu | cuda | cuda:N | mps")
 
@@ -328,6 +347,27 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--seed", type=int, default=0)
     _add_device(sample)
     sample.set_defaults(func=_cmd_sample)
+
+    export = verbs.add_parser("export", help="the model with its preprocessing as ONNX or an ExportedProgram")
+    export.add_argument("run")
+    export.add_argument("--format", choices=["onnx", "exported-program"], default="onnx")
+    export.add_argument("--out", help="output file (default RUN/model.onnx or RUN/model.pt2)")
+    export.set_defaults(func=_cmd_export)
+
+    serve = verbs.add_parser("serve", help="an HTTP inference server for a run (POST /predict, /metrics, /docs)")
+    serve.add_argument("run")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, default=1, help="server processes, each with its own model and batcher")
+    serve.add_argument("--runtime", choices=["auto", "onnx", "torch"], default="auto",
+                       help="onnx reads RUN/model.onnx (deepnet export); auto: onnx when that file exists, else torch")
+    serve.add_argument("--max-batch", type=int, default=64, help="examples per model call (1: one request at a time)")
+    serve.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a request waits for others to batch with")
+    serve.add_argument("--max-body-bytes", type=int, default=4 * 1024 * 1024, help="larger request bodies get 413")
+    serve.add_argument("--max-examples", type=int, default=1024, help="examples per request; more get 413")
+    serve.add_argument("--threads", type=int, default=1, help="runtime threads per worker")
+    _add_device(serve)
+    serve.set_defaults(func=_cmd_serve)
     return parser
 
 

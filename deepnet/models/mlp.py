@@ -24,6 +24,10 @@ class MLPConfig:
     norm: str = "none"  # "none" | "batch" | "layer"
     dropout: float = 0.0
     init: str = "default"
+    hidden_layers: tuple[int, ...] | None = None  # one width per hidden layer; replaces depth x width
+
+    def widths(self) -> tuple[int, ...]:
+        return tuple(self.hidden_layers) if self.hidden_layers is not None else (self.width,) * self.depth
 
 
 class Perceptron(nn.Module):
@@ -42,7 +46,8 @@ class Perceptron(nn.Module):
 
 
 class MLP(nn.Module):
-    """``depth`` hidden blocks of Linear → [norm] → activation → [dropout], then a Linear head.
+    """``depth`` hidden blocks of Linear → [norm] → activation → [dropout], then a Linear head
+    (or one block per entry of ``hidden_layers``, each its own width).
 
     Input ``(B, *input_shape)``; output logits ``(B, num_classes)``.
     """
@@ -52,16 +57,16 @@ class MLP(nn.Module):
         self.config = config
         layers: list[nn.Module] = [nn.Flatten(1)]
         in_features = math.prod(config.input_shape)
-        for _ in range(config.depth):
-            layers.append(nn.Linear(in_features, config.width, bias=config.norm != "batch"))
+        for width in config.widths():
+            layers.append(nn.Linear(in_features, width, bias=config.norm != "batch"))
             if config.norm == "batch":
-                layers.append(nn.BatchNorm1d(config.width))
+                layers.append(nn.BatchNorm1d(width))
             elif config.norm == "layer":
-                layers.append(nn.LayerNorm(config.width))
+                layers.append(nn.LayerNorm(width))
             layers.append(activation(config.activation))
             if config.dropout > 0:
                 layers.append(nn.Dropout(config.dropout))
-            in_features = config.width
+            in_features = width
         self.features = nn.Sequential(*layers)
         self.classifier = nn.Linear(in_features, config.num_classes)
         initialize(self, config.init, config.activation)
@@ -85,6 +90,12 @@ def _create_mlp(**kwargs) -> MLP:
     for key in ("depth", "width"):
         if key in kwargs and (not isinstance(kwargs[key], int) or kwargs[key] < (0 if key == "depth" else 1)):
             raise ValueError(f"Received an invalid value for `{key}`: expected a positive integer. Received: {key}={kwargs[key]!r}")
+    hidden = kwargs.get("hidden_layers")
+    if hidden is not None:
+        if isinstance(hidden, int) or not all(isinstance(w, int) and not isinstance(w, bool) and w >= 1 for w in hidden):
+            raise ValueError("Received an invalid value for `hidden_layers`: expected a sequence of positive integers "
+                             f"(one width per hidden layer, e.g. (256, 128)). Received: hidden_layers={hidden!r}")
+        kwargs["hidden_layers"] = tuple(hidden)
     if kwargs.get("norm", "none") not in ("none", "batch", "layer"):
         raise ValueError(f"Received an invalid value for `norm`: expected 'none', 'batch' or 'layer'. Received: norm={kwargs['norm']!r}")
     return MLP(MLPConfig(**kwargs))
@@ -114,7 +125,9 @@ def mlp(
     norm: str = "none",
     dropout: float = 0.0,
     init: str = "default",
+    hidden_layers: tuple[int, ...] | None = None,
 ) -> MLP:
-    """Deep multilayer perceptron (depth, width, activation, norm and dropout configurable)."""
+    """Deep multilayer perceptron (depth, width, activation, norm and dropout configurable;
+    ``hidden_layers=(256, 128)`` gives each hidden layer its own width instead)."""
     return _create_mlp(input_shape=input_shape, num_classes=num_classes, depth=depth, width=width,
-                       activation=activation, norm=norm, dropout=dropout, init=init)
+                       activation=activation, norm=norm, dropout=dropout, init=init, hidden_layers=hidden_layers)
