@@ -25,6 +25,7 @@ __all__ = [
     "apply_overrides",
     "load_config",
     "parse_config",
+    "read_config_file",
     "save_config",
 ]
 
@@ -197,24 +198,27 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
     return raw
 
 
+def read_config_file(path: str | os.PathLike) -> dict[str, Any]:
+    """The raw mapping of a YAML config file, before validation."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"Config file {p} not found. Check the path (examples/ has ready-made configs).")
+    try:
+        raw = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{p} is not valid YAML{where}: {getattr(err, 'problem', err)}. Fix the syntax.") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{p}: expected a mapping with sections data/model/train, received {type(raw).__name__}.")
+    return raw
+
+
 def load_config(path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> ExperimentConfig:
     """Read a YAML config (or start from the defaults), apply overrides, validate."""
-    raw: dict[str, Any] = {}
-    source = str(path) if path else "config"
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"Config file {p} not found. Check the path (examples/ has ready-made configs).")
-        try:
-            raw = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as err:
-            mark = getattr(err, "problem_mark", None)
-            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-            raise ConfigError(f"{p} is not valid YAML{where}: {getattr(err, 'problem', err)}. Fix the syntax.") from None
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{p}: expected a mapping with sections data/model/train, received {type(raw).__name__}.")
+    raw = read_config_file(path) if path is not None else {}
     apply_overrides(raw, overrides or [])
-    return parse_config(raw, source)
+    return parse_config(raw, str(path) if path else "config")
 
 
 def save_config(config: ExperimentConfig, path: str | os.PathLike) -> None:

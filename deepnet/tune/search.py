@@ -27,10 +27,9 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from deepnet.config import ConfigError, ExperimentConfig, apply_overrides, parse_config
+from deepnet.config import ConfigError, ExperimentConfig, apply_overrides, parse_config, read_config_file
 from deepnet.train.callbacks import Callback
 
 __all__ = ["SearchSpace", "load_search", "tune"]
@@ -92,13 +91,8 @@ def load_search(path: str | os.PathLike, overrides: list[str] | None = None) -> 
     """Read a config with a ``search:`` section; every searched key is checked against the
     config schema up front (a typo fails now with the nearest key, not at trial 12)."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"Config file {path} not found. Check the path (examples/ has ready-made configs).")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path} is not valid YAML: {getattr(err, 'problem', err)}. Fix the syntax.") from None
-    if not isinstance(raw, dict) or not isinstance(raw.get("search"), dict) or not raw["search"]:
+    raw = read_config_file(path)
+    if not isinstance(raw.get("search"), dict) or not raw["search"]:
         raise ConfigError(f"{path} has no search: section. Add one, e.g. search: {{train.lr: {{loguniform: [1.0e-4, 0.1]}}}}.")
     search = raw.pop("search")
     apply_overrides(raw, list(overrides or []))
