@@ -94,6 +94,7 @@ def test_resumed_run_equals_uninterrupted(tmp_path):
         dn.fit(model, data, out=tmp_path / "part", callbacks=[_KillAfter(2)], **options)
     resumed = dn.fit(_mlp(data, dropout=0.3), data, out=tmp_path / "part", resume=True, **options)
     assert [r["train_loss"] for r in resumed.history] == [r["train_loss"] for r in full.history]
+    assert resumed.steps == full.steps and len(full.steps) >= 4  # steps.csv too
     for key, value in full_state.items():
         assert torch.equal(value, resumed.model.state_dict()[key]), key
 

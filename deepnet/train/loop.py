@@ -252,8 +252,6 @@ class Trainer:
         self.history: list[dict[str, float]] = []
         self.steps_log: list[dict[str, float]] = []
         self.log_every = max(1, self.steps_per_epoch // STEP_LOG_ROWS_PER_EPOCH)
-        self.window_sum = torch.zeros((), dtype=_sum_dtype(self.device), device=self.device)
-        self.window_steps = 0
         self.epoch = 0  # epochs completed
         self.batch = 0  # batches completed in the current epoch
         self.step = 0  # optimizer steps taken (skipped updates included)
@@ -335,18 +333,19 @@ class Trainer:
     def _log_steps(self) -> None:
         """One row of ``steps.csv``: the mean training loss of the last ``log_every`` steps (the
         curve within epochs, whose noise and slope ``deepnet diagnose`` reads)."""
-        if self.window_steps:
+        loss_sum, seen = self.loss_sum.item(), self.seen  # the epoch's running sums, read, not kept twice
+        if seen > self.window_start[1]:
             self.steps_log.append({"step": self.step, "epoch": self.epoch + self.batch / self.steps_per_epoch,
                                    "lr": self.optimizer.param_groups[0]["lr"],
-                                   "train_loss": self.window_sum.item() / self.window_steps})
-        self.window_sum.zero_()
-        self.window_steps = 0
+                                   "train_loss": (loss_sum - self.window_start[0]) / (seen - self.window_start[1])})
+        self.window_start = (loss_sum, seen)
 
     def _reset_epoch_sums(self) -> None:
         self.loss_sum = torch.zeros((), dtype=_sum_dtype(self.device), device=self.device)
         self.correct = torch.zeros((), dtype=torch.int64, device=self.device)
         self.seen = 0
         self.epoch_seconds = 0.0
+        self.window_start: tuple[float, int] = (0.0, 0)  # the sums when the last steps.csv row was written
 
     # -- one step -------------------------------------------------------------------------
     def train_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -429,8 +428,6 @@ class Trainer:
                 self.loss_sum += loss * y.numel()
                 self.correct += n_correct
                 self.seen += y.numel()
-                self.window_sum += loss
-                self.window_steps += 1
             if self.batch % self.log_every == 0 or self.batch == self.steps_per_epoch:
                 self._log_steps()
             self._emit("on_batch_end", self.batch - 1, logs={"loss": loss, "seen": self.seen, "steps": self.steps_per_epoch})
@@ -608,7 +605,7 @@ class Trainer:
             "train_seconds": self.train_seconds, "epoch_seconds": self.epoch_seconds,
             "stop_training": self.stop_training, "lr_reductions": self.lr_reductions,
             "nonfinite_in_a_row": self.nonfinite_in_a_row, "history": self.history,
-            "steps_log": self.steps_log, "window": [self.window_sum.item(), self.window_steps],
+            "steps_log": self.steps_log, "window_start": list(self.window_start),
             "optimizer": optim_meta,
             "schedule": self.schedule.state_dict(),  # its lr_lambdas are plain functions: stored as None
             "scaler": self.scaler.state_dict(),
@@ -632,9 +629,8 @@ class Trainer:
         self.stop_training, self.lr_reductions = meta["stop_training"], meta["lr_reductions"]
         self.nonfinite_in_a_row, self.history = meta["nonfinite_in_a_row"], [dict(row) for row in meta["history"]]
         self.steps_log = [dict(row) for row in meta.get("steps_log", [])]
-        window_sum, self.window_steps = meta.get("window", [0.0, 0])
-        self.window_sum.fill_(window_sum)
         self._reset_epoch_sums()
+        self.window_start = tuple(meta.get("window_start", (0.0, 0)))
         ranks = meta["ranks"]
         if self.world.rank >= len(ranks):  # more workers than when saved: a fresh random stream
             return
