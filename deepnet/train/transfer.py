@@ -19,7 +19,7 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from deepnet.config import ExperimentConfig, load_config
+from deepnet.config import ExperimentConfig, apply_overrides, load_config, parse_config
 from deepnet.train.run import RunError
 
 __all__ = ["FINETUNE_MODES", "backbone_blocks", "backbone_modules", "finetune_config", "head_parameter_names", "load_parent_weights"]
@@ -120,6 +120,4 @@ def finetune_config(parent: str | os.PathLike, data: str, mode: Literal["feature
     train["backbone_lr_ratio"] = 1.0 if mode == "feature-extraction" else 0.1
     train["unfreeze_every"] = 0
     train["early_stopping"] = False
-    from deepnet.config import apply_overrides, parse_config
-
     return parse_config(apply_overrides(base, list(overrides or [])), "finetune")
