@@ -14,11 +14,12 @@ from deepnet.cli import main
 from deepnet.config import ExperimentConfig
 from deepnet.export import ExportError, export_model, export_run, read_onnx_metadata
 from deepnet.export.exporter import sample_inputs
-from deepnet.models import create_model, list_models, model_info
+from deepnet.models import create_model, efficientnet, list_models, model_info, resnet
 from deepnet.train.inference import inference_metadata, inference_model
 from deepnet.train.run import Run
 
 CLASSIFIERS = [name for name in list_models() if model_info(name).input_kind in ("image", "vector", "tokens")]
+TOLERANCE = 1e-4  # the issue's bar: ONNX Runtime within 1e-4 of PyTorch
 SEQUENCE_LENGTH = 8  # the recurrent stacks are unrolled over time in the graph: short keeps export fast
 
 
@@ -40,6 +41,7 @@ def _tiny_run(name: str) -> Run:
     spec = {"name": name, "args": info.tiny, "input_shape": shape, "input_kind": info.input_kind,
             "task": "classification", "num_classes": args["num_classes"], "class_names": None,
             "vocab_size": args.get("vocab_size"), "preprocessing": prep}
+    _stabilize_residual_branches(model)
     run = Run(model=model, config=ExperimentConfig(), model_spec=spec)
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     if norms:
@@ -53,6 +55,31 @@ def _tiny_run(name: str) -> Run:
     return run
 
 
+def _residual_branch_norms(model: nn.Module) -> list[nn.Module]:
+    """The batch norm that ends each residual branch (ResNet blocks, EfficientNet's MBConv)."""
+    norms = []
+    for block in model.modules():
+        if isinstance(block, resnet.Bottleneck):
+            norms.append(block.bn3)
+        elif isinstance(block, resnet.BasicBlock):
+            norms.append(block.bn2)
+        elif isinstance(block, efficientnet.MBConv) and block.residual:
+            norms.append(next(m for m in block.project.modules() if isinstance(m, nn.BatchNorm2d)))
+    return norms
+
+
+def _stabilize_residual_branches(model: nn.Module) -> None:
+    """Scale each residual branch's last batch norm by 1/sqrt(branches) (Hayou et al. 2021,
+    "Stable ResNet"). With He-initialised random weights a deep ResNet or EfficientNet is
+    chaotic: every block amplifies fp32 rounding, and PyTorch's own fp32 logits land up to
+    ~1e-3 from the float64 answer, so no two fp32 runtimes can agree to 1e-4. Trained networks
+    are not in that regime (their last-BN scales are small); this puts the random ones beside
+    them, and the round trip then checks the exporter, not the chaos of random weights."""
+    norms = _residual_branch_norms(model)
+    for norm in norms:
+        nn.init.constant_(norm.weight, len(norms) ** -0.5)
+
+
 @pytest.mark.parametrize("name", CLASSIFIERS)
 def test_onnx_round_trip_matches_pytorch(name, tmp_path):
     run = _tiny_run(name)
@@ -61,9 +88,7 @@ def test_onnx_round_trip_matches_pytorch(name, tmp_path):
     result = export_model(inference_model(run), metadata, path)  # checks batch 1 and 64 itself
     assert result.checked_batch_sizes == (1, 64)
     print(f"{name}: ONNX Runtime vs PyTorch {result.max_difference:.2g}, PyTorch fp32 vs fp64 {result.pytorch_fp32_error:.2g}")
-    # 1e-4, or as close as PyTorch fp32 is to float64 (exporter._check): ill-conditioned deep nets
-    tolerance = max(1e-4, 3 * result.pytorch_fp32_error)
-    assert result.max_difference <= tolerance
+    assert result.max_difference <= TOLERANCE
 
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     graph = inference_model(run)
@@ -72,9 +97,12 @@ def test_onnx_round_trip_matches_pytorch(name, tmp_path):
         logits, probabilities = session.run(None, {"input": x.numpy()})
         with torch.no_grad():
             want_logits, want_probabilities = graph(x)
-        scale = max(1.0, float(want_logits.abs().max()))  # fp32 summation order: ~1e-6 of the largest logit
-        assert np.abs(logits - want_logits.numpy()).max() <= tolerance * scale
-        np.testing.assert_allclose(probabilities, want_probabilities.numpy(), rtol=0, atol=tolerance)
+        # Probabilities, what callers get: 1e-4 absolute. Logits: 1e-4 of the largest |logit| once
+        # that passes 1 (EfficientNet's published head init gives random logits up to ~90, where
+        # 1e-4 absolute would be 1e-6 relative, within a few float32 ulps of summation order).
+        np.testing.assert_allclose(probabilities, want_probabilities.numpy(), rtol=0, atol=TOLERANCE)
+        scale = max(1.0, float(want_logits.abs().max()))
+        np.testing.assert_allclose(logits, want_logits.numpy(), rtol=0, atol=TOLERANCE * scale)
     assert read_onnx_metadata(path)["input_kind"] == model_info(name).input_kind
 
 
