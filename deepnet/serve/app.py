@@ -25,7 +25,6 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from pydantic import BaseModel
-from starlette.routing import Route
 
 from deepnet.serve.batching import MicroBatcher
 from deepnet.serve.runtime import load_runtime
@@ -35,6 +34,7 @@ __all__ = ["ServeSettings", "create_app", "serve"]
 
 logger = logging.getLogger("deepnet.serve")
 SETTINGS_VARIABLE = "DEEPNET_SERVE_SETTINGS"  # how `--workers N` hands the settings to each worker
+GPU_MAX_WAIT_MS = 5.0  # the default --max-wait-ms when the model runs on a GPU
 ENDPOINTS = ("/predict", "/health", "/metadata", "/metrics", "/openapi.json", "/docs")
 
 
@@ -43,7 +43,11 @@ class ServeSettings:
     run: str
     runtime: str = "auto"  # auto (ONNX when RUN/model.onnx exists) | onnx | torch
     max_batch: int = 64  # examples per model call
-    max_wait_ms: float = 5.0  # how long the first request of a batch waits for company
+    # How long the first request of a batch waits for company while the model is free. None:
+    # 0 on the CPU, where a batch costs as much per example as single calls and waiting only
+    # idles the model (docs/serving.md measures it); 5 on a GPU, where a batch costs about
+    # as much as one example.
+    max_wait_ms: float | None = None
     max_body_bytes: int = 4 * 1024 * 1024  # larger bodies get 413
     max_examples: int = 1024  # examples per request; more get 413
     threads: int = 1  # intra-op threads of the runtime, per worker
@@ -55,7 +59,7 @@ class ServeSettings:
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"Received an invalid value for `{name}`: expected a positive integer. "
                                  f"Received: {name}={value!r}")
-        if not self.max_wait_ms >= 0:
+        if self.max_wait_ms is not None and not self.max_wait_ms >= 0:
             raise ValueError(f"Received an invalid value for `max_wait_ms`: expected 0 or more milliseconds. "
                              f"Received: max_wait_ms={self.max_wait_ms!r}")
 
@@ -94,8 +98,19 @@ class _Metrics:
         latency.observe(seconds)
 
 
+def _note(metrics: _Metrics, scope: dict, status: int, seconds: float, examples: Any = "-") -> None:
+    """The Prometheus counts and the one log line of a request."""
+    path = scope.get("path", "")
+    endpoint = path if path in ENDPOINTS else "other"  # fuzzed paths must not grow the label set
+    metrics.observe(endpoint, status, seconds)
+    client = scope.get("client") or ("-", 0)
+    logger.info("%s:%s %s %s %d %.1fms examples=%s", client[0], client[1], scope.get("method", "-"),
+                ascii(path[:120]), status, 1000 * seconds, examples)
+
+
 class _RequestLog:
-    """ASGI middleware: one log line and the Prometheus counts per request, whatever its fate."""
+    """ASGI middleware of the FastAPI app: the log line and counts of every request but
+    ``POST /predict`` (which :class:`_Server` answers itself), whatever its fate."""
 
     def __init__(self, app: Any, metrics: _Metrics) -> None:
         self.app, self.metrics = app, metrics
@@ -115,25 +130,111 @@ class _RequestLog:
         try:
             await self.app(scope, receive, send_and_note)
         finally:
-            seconds = time.perf_counter() - start
-            path = scope.get("path", "")
-            endpoint = path if path in ENDPOINTS else "other"  # fuzzed paths must not grow the label set
-            self.metrics.observe(endpoint, status, seconds)
-            client = scope.get("client") or ("-", 0)
-            examples = scope.get("state", {}).get("examples", "-")
-            logger.info("%s:%s %s %s %d %.1fms examples=%s", client[0], client[1], scope.get("method", "-"),
-                        ascii(path[:120]), status, 1000 * seconds, examples)
+            _note(self.metrics, scope, status, time.perf_counter() - start, scope.get("state", {}).get("examples", "-"))
 
 
-def create_app(settings: ServeSettings) -> FastAPI:
-    """The app for ``settings.run``; the model is loaded here, so errors come before serving."""
+class _ClientGone(Exception):
+    """The client closed the connection before its request body arrived."""
+
+
+class _Server:
+    """The ASGI app that uvicorn runs: ``POST /predict`` answered directly, everything else
+    (health, metadata, metrics, the OpenAPI schema and docs, 404/405) by the FastAPI app.
+
+    The direct path skips FastAPI's and Starlette's middleware stack, routing and request
+    objects: of the ~280 microseconds the event loop spent on a prediction through them, ~150
+    were theirs (py-spy, under the load of benchmarks/bench_serve.py). Its behaviour is the
+    FastAPI route's: the same parsing, the same errors, the same log line and metrics.
+    """
+
+    def __init__(self, api: FastAPI, answer: Any, metrics: _Metrics, max_body_bytes: int) -> None:
+        self.api, self.answer, self.metrics, self.max_body_bytes = api, answer, metrics, max_body_bytes
+        self.state = api.state
+
+    def openapi(self) -> dict[str, Any]:
+        return self.api.openapi()
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["path"] != "/predict" or scope["method"] != "POST":
+            await self.api(scope, receive, send)
+            return
+        start, status, examples = time.perf_counter(), 500, "-"
+        try:
+            headers = dict(scope["headers"])  # lower-case names; a repeated header: the last one
+            content_type = headers.get(b"content-type")
+            try:
+                body = await _receive_body(receive, headers.get(b"content-length"), self.max_body_bytes)
+                x = await self.answer.parse(None if content_type is None else content_type.decode("latin-1"), body)
+                examples = len(x)
+                status, content = 200, await self.answer.predict(x)
+            except RequestError as err:
+                status, content = err.status, orjson.dumps({"detail": err.message})
+            except _ClientGone:
+                status = 499  # nobody to answer; logged as nginx does
+                return
+            except Exception as err:  # a bug must not take the server down: 500 and the traceback in the log
+                logger.exception("internal error on /predict")
+                status, content = 500, _internal_error(err)
+            await send({"type": "http.response.start", "status": status,
+                        "headers": [(b"content-type", b"application/json"),
+                                    (b"content-length", str(len(content)).encode())]})
+            await send({"type": "http.response.body", "body": content})
+        finally:
+            _note(self.metrics, scope, status, time.perf_counter() - start, examples)
+
+
+async def _receive_body(receive: Any, declared: bytes | None, limit: int) -> bytes:
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise RequestError(413, f"The body is {int(declared)} bytes; the limit is {limit} bytes (--max-body-bytes). "
+                                "Send fewer examples per request.")
+    body, more = b"", True
+    while more:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise _ClientGone
+        body += message.get("body", b"")
+        more = message.get("more_body", False)
+        if len(body) > limit:
+            raise RequestError(413, f"The body exceeds the limit of {limit} bytes (--max-body-bytes). "
+                                    "Send fewer examples per request.")
+    return body
+
+
+def _internal_error(err: Exception) -> bytes:
+    return orjson.dumps({"detail": f"Internal error ({type(err).__name__}); the server log has the traceback."})
+
+
+class _Answer:
+    """Parsing and prediction of ``POST /predict``, shared by the direct path and the
+    FastAPI route that documents it."""
+
+    def __init__(self, settings: ServeSettings, runtime: Any, batcher: MicroBatcher, metrics: _Metrics) -> None:
+        self.metadata, self.version, self.batcher, self.metrics = runtime.metadata, runtime.version, batcher, metrics
+        self.limits = Limits(settings.max_body_bytes, settings.max_examples)
+        self.names = runtime.metadata["class_names"]
+
+    async def parse(self, content_type: str | None, body: bytes) -> Any:
+        return parse_predict_request(content_type, body, self.metadata, self.limits)
+
+    async def predict(self, x: Any) -> bytes:
+        probabilities = await self.batcher.submit(x)
+        self.metrics.examples.inc(len(x))
+        indices = probabilities.argmax(axis=1).tolist()
+        return orjson.dumps({"classes": [self.names[i] for i in indices], "indices": indices,
+                             "probabilities": probabilities, "model_version": self.version},
+                            option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def create_app(settings: ServeSettings) -> _Server:
+    """The ASGI app for ``settings.run``; the model is loaded here, so errors come before serving."""
     runtime = load_runtime(settings.run, settings.runtime, threads=settings.threads, device=settings.device)
     metadata = runtime.metadata
-    limits = Limits(settings.max_body_bytes, settings.max_examples)
     metrics = _Metrics()
-    batcher = MicroBatcher(runtime.predict, settings.max_batch, settings.max_wait_ms / 1000,
+    max_wait_ms = settings.max_wait_ms
+    if max_wait_ms is None:
+        max_wait_ms = 0.0 if runtime.device == "cpu" else GPU_MAX_WAIT_MS
+    batcher = MicroBatcher(runtime.predict, settings.max_batch, max_wait_ms / 1000,
                            on_batch=metrics.batch_size.observe)
-    names = metadata["class_names"]
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -154,8 +255,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
     @app.exception_handler(Exception)
     async def failed(request: Request, err: Exception) -> JSONResponse:
         logger.exception("internal error on %s", request.url.path)
-        return JSONResponse({"detail": f"Internal error ({type(err).__name__}); the server log has the traceback."},
-                            status_code=500)
+        return Response(_internal_error(err), status_code=500, media_type="application/json")
 
     problems = {status: {"model": Problem, "description": text} for status, text in (
         (400, "Malformed JSON or an empty body"), (413, "Body or batch over the limit"),
@@ -164,24 +264,20 @@ def create_app(settings: ServeSettings) -> FastAPI:
         "application/json": {"schema": REQUEST_SCHEMA},
         **{media: {"schema": {"type": "string", "format": "binary"}} for media in IMAGE_TYPES}}}}
 
+    answer = _Answer(settings, runtime, batcher, metrics)
+
     async def predict(request: Request) -> Response:
         """Classify one example or a batch: ``{"inputs": [...]}``, ``{"images": [base64, ...]}``,
         ``{"texts": [...]}``, or a PNG/JPEG body."""
-        body = await _read_body(request, settings.max_body_bytes)
-        x = parse_predict_request(request.headers.get("content-type"), body, metadata, limits)
+        declared = request.headers.get("content-length")
+        body = await _receive_body(request.receive, declared and declared.encode(), settings.max_body_bytes)
+        x = await answer.parse(request.headers.get("content-type"), body)
         request.state.examples = len(x)
-        probabilities = await batcher.submit(x)
-        metrics.examples.inc(len(x))
-        indices = probabilities.argmax(axis=1).tolist()
-        content = {"classes": [names[i] for i in indices], "indices": indices, "probabilities": probabilities,
-                   "model_version": runtime.version}
-        return Response(orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json")
+        return Response(await answer.predict(x), media_type="application/json")
 
-    # FastAPI documents the endpoint in the OpenAPI schema; the same function also runs as a
-    # plain Starlette route placed first, which skips FastAPI's per-request dependency
-    # solving: ~60 of the ~250 microseconds the server spends on a request (cProfile).
+    # Documents the endpoint in the OpenAPI schema. `_Server` answers POST /predict itself with
+    # the same parse and predict; this route answers only when the FastAPI app runs on its own.
     app.post("/predict", response_model=Prediction, responses=problems, openapi_extra=body_schema)(predict)
-    app.router.routes.insert(0, Route("/predict", predict, methods=["POST"]))
 
     @app.get("/health")
     async def health() -> dict[str, str]:
@@ -191,7 +287,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
     async def describe() -> dict[str, Any]:
         """Input shape, dtype and value range, class names, preprocessing, and the server's limits."""
         return {**metadata, "model_version": runtime.version, "runtime": runtime.name,
-                "max_batch": settings.max_batch, "max_wait_ms": settings.max_wait_ms,
+                "max_batch": settings.max_batch, "max_wait_ms": max_wait_ms,
                 "max_body_bytes": settings.max_body_bytes, "max_examples": settings.max_examples}
 
     @app.get("/metrics", response_class=PlainTextResponse)
@@ -200,24 +296,10 @@ def create_app(settings: ServeSettings) -> FastAPI:
 
     app.add_middleware(_RequestLog, metrics=metrics)
     app.state.metrics, app.state.batcher, app.state.runtime = metrics, batcher, runtime
-    return app
+    return _Server(app, answer, metrics, settings.max_body_bytes)
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise RequestError(413, f"The body is {int(declared)} bytes; the limit is {limit} bytes (--max-body-bytes). "
-                                "Send fewer examples per request.")
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise RequestError(413, f"The body exceeds the limit of {limit} bytes (--max-body-bytes). "
-                                    "Send fewer examples per request.")
-    return bytes(body)
-
-
-def app_from_environment() -> FastAPI:
+def app_from_environment() -> _Server:
     """The app factory each `--workers N` process calls (settings from the environment)."""
     return create_app(ServeSettings(**json.loads(os.environ[SETTINGS_VARIABLE])))
 
