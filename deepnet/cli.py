@@ -362,7 +362,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--runtime", choices=["auto", "onnx", "torch"], default="auto",
                        help="onnx reads RUN/model.onnx (deepnet export); auto: onnx when that file exists, else torch")
     serve.add_argument("--max-batch", type=int, default=64, help="examples per model call (1: one request at a time)")
-    serve.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a request waits for others to batch with")
+    serve.add_argument("--max-wait-ms", type=float, default=None,
+                       help="how long a request waits for others to batch with while the model is free "
+                            "(default: 0 on the CPU, 5 on a GPU)")
     serve.add_argument("--max-body-bytes", type=int, default=4 * 1024 * 1024, help="larger request bodies get 413")
     serve.add_argument("--max-examples", type=int, default=1024, help="examples per request; more get 413")
     serve.add_argument("--threads", type=int, default=1, help="runtime threads per worker")

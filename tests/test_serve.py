@@ -94,6 +94,15 @@ def test_health_metadata_openapi(client):
     assert {"200", "400", "413", "415", "422"} <= set(schema["responses"])
 
 
+def test_max_wait_defaults_to_zero_on_the_cpu(run_dir):
+    # On the CPU a batch costs as much per example as single calls: waiting for company only
+    # idles the model (docs/serving.md, "Micro-batching"). A chosen wait is kept.
+    with TestClient(create_app(ServeSettings(str(run_dir)))) as default:
+        assert default.get("/metadata").json()["max_wait_ms"] == 0
+    with TestClient(create_app(ServeSettings(str(run_dir), max_wait_ms=2.5))) as chosen:
+        assert chosen.get("/metadata").json()["max_wait_ms"] == 2.5
+
+
 def test_metrics_count_requests_latency_and_batches(client):
     client.post("/predict", json={"inputs": DIGITS[:3].tolist()})
     client.post("/predict", json={"inputs": "nope"})

@@ -1,11 +1,11 @@
-"""Dynamic micro-batching: requests that arrive within ``max_wait`` of each other run as one
-batch of up to ``max_batch`` examples.
+"""Dynamic micro-batching: the requests that queue up while the model is busy, and those that
+arrive within ``max_wait`` of the first, run as one batch of up to ``max_batch`` examples.
 
 One asyncio task gathers requests from a queue; the model runs on one worker thread (ONNX
 Runtime and PyTorch release the GIL), so the event loop keeps accepting and parsing
 requests while a batch runs, and those requests form the next batch. Under load the queue
-is never empty when a batch ends, so batches fill without waiting; alone, a request waits
-at most ``max_wait``.
+is never empty when a batch ends, so batches form without waiting; alone, a request waits
+at most ``max_wait`` (the server's default is 0 on the CPU: see deepnet.serve.app).
 """
 
 from __future__ import annotations

@@ -27,6 +27,7 @@ class Runtime:
     name: str
     metadata: dict[str, Any]
     version: str
+    device: str = "cpu"  # where the model runs: "cpu", or a torch device such as "cuda:0"
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         raise NotImplementedError
@@ -64,7 +65,8 @@ class TorchRuntime(Runtime):
         self.graph = inference_model(run)
         self.metadata = inference_metadata(run)
         self.version = _version(directory / "model.safetensors")
-        self.device = next(self.graph.parameters()).device
+        self._device = next(self.graph.parameters()).device
+        self.device = str(self._device) if self._device.type != "cpu" else "cpu"
         self.threads = threads
 
     def predict(self, x: np.ndarray) -> np.ndarray:
@@ -72,7 +74,7 @@ class TorchRuntime(Runtime):
         if torch.get_num_threads() != self.threads:
             torch.set_num_threads(self.threads)
         with torch.inference_mode():
-            return self.graph(torch.from_numpy(x).to(self.device))[1].cpu().numpy()
+            return self.graph(torch.from_numpy(x).to(self._device))[1].cpu().numpy()
 
 
 def load_runtime(directory: str | os.PathLike, runtime: RuntimeName = "auto", threads: int = 1,
