@@ -84,11 +84,18 @@ def test_sigterm_finishes_the_requests_in_flight(run_dir):
         _request(port, "GET", "/health")
 
 
-def test_two_workers_serve_and_stop(run_dir):
+def test_two_workers_serve_and_add_up_their_metrics(run_dir):
     process, port = _start(run_dir, "--workers", "2", "--max-wait-ms", "0")
     try:
-        statuses = [_request(port, "POST", "/predict", BODY)[0] for _ in range(6)]
-        assert statuses == [200] * 6
+        statuses = [_request(port, "POST", "/predict", BODY)[0] for _ in range(20)]  # new connections: both workers
+        assert statuses == [200] * 20
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        connection.request("GET", "/metrics")
+        text = connection.getresponse().read().decode()
+        connection.close()
+        # Whichever worker answers /metrics counts the requests of both.
+        assert 'deepnet_requests_total{endpoint="/predict",status="200"} 20.0' in text, text
+        assert "deepnet_examples_total 20.0" in text
     finally:
         process.send_signal(signal.SIGTERM)
         out, err = process.communicate(timeout=60)

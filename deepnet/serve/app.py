@@ -12,7 +12,9 @@ import copy
 import json
 import logging
 import os
+import shutil
 import signal
+import tempfile
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -23,7 +25,7 @@ from typing import Any
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
 from pydantic import BaseModel
 
 from deepnet.serve.batching import MicroBatcher
@@ -34,6 +36,10 @@ __all__ = ["ServeSettings", "create_app", "serve"]
 
 logger = logging.getLogger("deepnet.serve")
 SETTINGS_VARIABLE = "DEEPNET_SERVE_SETTINGS"  # how `--workers N` hands the settings to each worker
+# prometheus_client's multiprocess mode: with `--workers N` every worker's counts go to files in
+# this folder, and /metrics on any worker adds them all up. Read when prometheus_client is
+# first imported, so serve() sets it before the workers start.
+METRICS_FOLDER_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 GPU_MAX_WAIT_MS = 5.0  # the default --max-wait-ms when the model runs on a GPU
 ENDPOINTS = ("/predict", "/health", "/metadata", "/metrics", "/openapi.json", "/docs")
 
@@ -87,6 +93,15 @@ class _Metrics:
                                     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024), registry=self.registry)
         self.examples = Counter("deepnet_examples", "Examples predicted", registry=self.registry)
         self._children: dict[tuple[str, str], tuple[Any, Any]] = {}
+        self._folder = os.environ.get(METRICS_FOLDER_VARIABLE)
+
+    def exposed(self) -> CollectorRegistry:
+        """What /metrics shows: this process's metrics, or every worker's added up."""
+        if self._folder is None:
+            return self.registry
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry, path=self._folder)
+        return registry
 
     def observe(self, endpoint: str, status: int, seconds: float) -> None:
         # labels() looks up the environment on every call (~10 us): keep the children.
@@ -292,7 +307,7 @@ def create_app(settings: ServeSettings) -> _Server:
 
     @app.get("/metrics", response_class=PlainTextResponse)
     async def prometheus() -> Response:
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(generate_latest(metrics.exposed()), media_type=CONTENT_TYPE_LATEST)
 
     app.add_middleware(_RequestLog, metrics=metrics)
     app.state.metrics, app.state.batcher, app.state.runtime = metrics, batcher, runtime
@@ -322,13 +337,20 @@ def serve(settings: ServeSettings, host: str = "127.0.0.1", port: int = 8000, wo
     stops = (signal.SIGINT, signal.SIGTERM)
     previous = {signum: signal.signal(signum, lambda *_: None) for signum in stops} \
         if threading.current_thread() is threading.main_thread() else {}
+    folder = None
     try:
         if workers == 1:
             uvicorn.run(app, **options)
         else:
             os.environ[SETTINGS_VARIABLE] = json.dumps(asdict(settings))
+            if METRICS_FOLDER_VARIABLE not in os.environ:  # a folder of the user's own is kept
+                folder = tempfile.mkdtemp(prefix="deepnet-serve-metrics-")
+                os.environ[METRICS_FOLDER_VARIABLE] = folder
             uvicorn.run("deepnet.serve.app:app_from_environment", factory=True, workers=workers, **options)
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+        if folder is not None:
+            del os.environ[METRICS_FOLDER_VARIABLE]
+            shutil.rmtree(folder, ignore_errors=True)
     print("stopped: every request in flight was answered", flush=True)
