@@ -1,0 +1,21 @@
+"""Adversarial robustness: attacks in pixel space, the robustness report, defences.
+
+``deepnet attack`` (:func:`attack_run`) writes ``robustness.json`` and its figures into a
+run; ``deepnet harden`` (:func:`harden`) trains a defended model into a new run.
+"""
+
+from deepnet.robust.attacks import PixelModel, deepfool, fgsm, least_likely, perturbation_norm, pgd, project
+from deepnet.robust.harden import HARDEN_METHODS, AdversarialExamples, harden
+
+__all__ = [
+    "HARDEN_METHODS",
+    "AdversarialExamples",
+    "PixelModel",
+    "deepfool",
+    "fgsm",
+    "harden",
+    "least_likely",
+    "perturbation_norm",
+    "pgd",
+    "project",
+]
