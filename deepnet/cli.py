@@ -270,7 +270,7 @@ def _cmd_harden(args: argparse.Namespace) -> int:
     flags = {"train.epochs": args.epochs, "train.threads": args.threads, "train.device": args.device}
     overrides = [f"{k}={v}" for k, v in flags.items() if v is not None] + list(args.overrides)
     run = harden(args.run, args.method, args.out, eps=args.eps, step_size=args.step_size, steps=args.steps,
-                 temperature=args.temperature, members=args.members, overrides=overrides, quiet=args.quiet)
+                 eps_ramp=args.eps_ramp, temperature=args.temperature, members=args.members, overrides=overrides, quiet=args.quiet)
     _print_result(run)
     print(f"hardened with {args.method}; attack it: deepnet attack {run.directory} --method pgd --eps {args.eps}")
     return 0
@@ -379,6 +379,8 @@ def build_parser() -> argparse.ArgumentParser:
     hardener.add_argument("--eps", type=float, default=0.3, help="L-infinity radius in pixels [0, 1] (adversarial training)")
     hardener.add_argument("--step-size", type=float, help="attack step (default 1.25 eps for fast-at, 2.5 eps/steps for pgd-at)")
     hardener.add_argument("--steps", type=int, default=40, help="PGD steps per batch (pgd-at)")
+    hardener.add_argument("--eps-ramp", type=int, default=0, metavar="EPOCHS",
+                          help="adversarial training: grow eps linearly to its value over the first EPOCHS epochs")
     hardener.add_argument("--temperature", type=float, default=100.0, help="distillation temperature T")
     hardener.add_argument("--members", type=int, default=3, help="ensemble size, the parent included")
     hardener.add_argument("--out", help="the new run directory (default <run>-<method>)")

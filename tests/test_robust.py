@@ -214,11 +214,14 @@ def test_adversarial_training_goes_through_the_trainer_hook(blob_data):
 
 def test_harden_fast_at_writes_a_new_run_that_records_its_parent(digits_run, tmp_path, capsys):
     out = tmp_path / "fast-at"
-    assert main(["harden", str(digits_run), "--method", "fast-at", "--eps", "0.2", "--epochs", "3", "--out", str(out),
-                 "--quiet", "train.checkpoint_every=0"]) == 0
+    assert main(["harden", str(digits_run), "--method", "fast-at", "--eps", "0.2", "--eps-ramp", "2", "--epochs", "3",
+                 "--out", str(out), "--quiet", "train.checkpoint_every=0"]) == 0
     assert json.loads((out / "model.json").read_text())["parent"] == str(digits_run)
     record = json.loads((out / "hardening.json").read_text())
     assert record["method"] == "fast-at" and record["step_size"] == pytest.approx(0.25) and record["hardware"]
+    # the first epoch trains at eps 0.1 (the ramp) and is not a candidate; the best of the others is kept
+    assert record["val_pgd_accuracy"][0] is None and len(record["val_pgd_accuracy"]) == 3
+    assert record["best_epoch"] in (2, 3)
     assert main(["evaluate", str(out)]) == 0
     assert "hardened with fast-at" in capsys.readouterr().out
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,8 @@ from torch import nn
 
 from deepnet.config import ExperimentConfig, load_config
 from deepnet.data import AugmentConfig, Dataset
-from deepnet.robust.attacks import project
+from deepnet.robust.attacks import PixelModel, pgd, project
+from deepnet.train.callbacks import Callback
 from deepnet.train.experiment import build_model, load_experiment_data
 from deepnet.train.loop import evaluate_split, fit, model_spec, seed_everything
 from deepnet.train.run import Run, RunError, atomic_write, load_run
@@ -63,6 +65,53 @@ class AdversarialExamples:
         return ((pixels + delta - mean) / std).detach()
 
 
+class RobustEarlyStopping(Callback):
+    """Wong et al.'s guard against catastrophic overfitting, as a Trainer callback: after every
+    epoch, PGD accuracy on a fixed slice of the validation split; the weights of the best
+    epoch are put back at the end (FGSM training can suddenly learn to defeat FGSM alone,
+    PGD accuracy collapsing to ~0 within an epoch). It also ramps the training ε up
+    linearly over the first ``ramp_epochs`` epochs, which keeps early MNIST training stable."""
+
+    def __init__(self, examples: AdversarialExamples, x_val: torch.Tensor, y_val: torch.Tensor, *, ramp_epochs: int = 0,
+                 pgd_steps: int = 10, quiet: bool = False) -> None:
+        self.examples, self.full_eps = examples, examples.eps
+        self.x_val, self.y_val = x_val, y_val
+        self.ramp_epochs, self.pgd_steps, self.quiet = ramp_epochs, pgd_steps, quiet
+        self.trainer: Any = None
+        self.best, self.best_epoch, self.best_state = -1.0, 0, None
+        self.val_pgd_accuracy: list[float | None] = []
+
+    def on_train_begin(self, logs: dict[str, Any]) -> None:
+        self.trainer = logs["trainer"]
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any]) -> None:
+        ramp = min(1.0, (epoch + 1) / self.ramp_epochs) if self.ramp_epochs else 1.0
+        self.examples.eps = self.full_eps * ramp
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any]) -> None:
+        if self.examples.eps < self.full_eps:  # still ramping: not yet the model we want
+            self.val_pgd_accuracy.append(None)
+            return
+        model = self.trainer.model
+        pixel_model = PixelModel(model, self.examples.mean.flatten().tolist(), self.examples.std.flatten().tolist())
+        x = pixel_model.to_pixels(self.x_val.to(pixel_model.mean.device))
+        y = self.y_val.to(x.device)
+        x_adv = pgd(pixel_model, x, y, self.full_eps, steps=self.pgd_steps, generator=torch.Generator().manual_seed(0))
+        with torch.no_grad():
+            accuracy = (pixel_model(x_adv).argmax(-1) == y).float().mean().item()
+        self.val_pgd_accuracy.append(accuracy)
+        if accuracy > self.best:
+            self.best, self.best_epoch = accuracy, epoch
+            self.best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        if not self.quiet:
+            print(f"  val PGD-{self.pgd_steps} accuracy at eps {self.full_eps:g}: {100 * accuracy:.2f}% "
+                  f"(best {100 * self.best:.2f}%, epoch {self.best_epoch})", file=sys.stderr, flush=True)
+
+    def on_train_end(self, logs: dict[str, Any]) -> None:
+        if self.best_state is not None:
+            self.trainer.model.load_state_dict(self.best_state)
+
+
 def _hardware() -> str:
     name = platform.processor() or platform.machine()
     try:
@@ -85,10 +134,13 @@ def _image_preprocessing(spec: dict[str, Any], parent: Path) -> dict[str, Any]:
 
 
 def harden(parent: str | os.PathLike, method: str, out: str | os.PathLike | None = None, *, eps: float = 0.3,
-           step_size: float | None = None, steps: int = 40, temperature: float = 100.0, members: int = 3,
-           overrides: list[str] | None = None, quiet: bool = False) -> Run:
+           step_size: float | None = None, steps: int = 40, eps_ramp: int = 0, temperature: float = 100.0,
+           members: int = 3, overrides: list[str] | None = None, quiet: bool = False) -> Run:
     """Train a defended model from the run ``parent``'s config (with ``overrides``) into
-    ``out`` (default ``<parent>-<method>``); returns the new run."""
+    ``out`` (default ``<parent>-<method>``); returns the new run.
+
+    Adversarial training ramps ε up over the first ``eps_ramp`` epochs and keeps the epoch
+    with the best PGD-10 accuracy on (up to) 1,000 validation images."""
     if method not in HARDEN_METHODS:
         raise ValueError(f"Unknown defence {method!r}; choose one of {', '.join(HARDEN_METHODS)}.")
     parent = Path(parent)
@@ -112,7 +164,10 @@ def harden(parent: str | os.PathLike, method: str, out: str | os.PathLike | None
         alpha = step_size if step_size is not None else (FAST_AT_STEP * eps if fast else 2.5 * eps / steps)
         record.update(eps=eps, norm="linf", step_size=alpha, steps=1 if fast else steps, random_start=True)
         perturb = AdversarialExamples(prep["mean"], prep["std"], eps, alpha, 1 if fast else steps)
-        run = _train(config, data, out_dir, parent, quiet, perturb=perturb)
+        val = data.val if len(data.val) else data.train
+        guard = RobustEarlyStopping(perturb, val.x[:1000], val.y[:1000], ramp_epochs=eps_ramp, quiet=quiet)
+        run = _train(config, data, out_dir, parent, quiet, perturb=perturb, callbacks=[guard])
+        record.update(eps_ramp_epochs=eps_ramp, val_pgd_accuracy=guard.val_pgd_accuracy, best_epoch=guard.best_epoch + 1)
     elif method == "distill":
         record.update(temperature=temperature)
         run = _distill(config, data, out_dir, parent, temperature, quiet)
