@@ -35,7 +35,7 @@ from deepnet.train.experiment import build_model, load_experiment_data
 from deepnet.train.loop import evaluate_split, fit, model_spec, seed_everything
 from deepnet.train.run import Run, RunError, atomic_write, load_run
 
-__all__ = ["HARDEN_METHODS", "AdversarialExamples", "harden"]
+__all__ = ["HARDEN_METHODS", "AdversarialExamples", "RobustEarlyStopping", "harden"]
 
 HARDEN_METHODS = ("fast-at", "pgd-at", "distill", "ensemble")
 FAST_AT_STEP = 1.25  # Wong et al.: alpha = 1.25 eps, from a uniform random start
@@ -167,10 +167,11 @@ def harden(parent: str | os.PathLike, method: str, out: str | os.PathLike | None
         val = data.val if len(data.val) else data.train
         guard = RobustEarlyStopping(perturb, val.x[:1000], val.y[:1000], ramp_epochs=eps_ramp, quiet=quiet)
         run = _train(config, data, out_dir, parent, quiet, perturb=perturb, callbacks=[guard])
-        record.update(eps_ramp_epochs=eps_ramp, val_pgd_accuracy=guard.val_pgd_accuracy, best_epoch=guard.best_epoch + 1)
+        record.update(eps_ramp_epochs=eps_ramp, val_pgd_accuracy=guard.val_pgd_accuracy, best_epoch=guard.best_epoch)
     elif method == "distill":
         record.update(temperature=temperature)
-        run = _distill(config, data, out_dir, parent, temperature, quiet)
+        run, teacher_seconds = _distill(config, data, out_dir, parent, temperature, quiet)
+        record.update(teacher_train_seconds=teacher_seconds)
     else:
         record.update(members=members)
         run = _ensemble(config, data, out_dir, parent, members, quiet)
@@ -196,21 +197,23 @@ def _train(config: ExperimentConfig, data: Dataset, out: Path | None, parent: Pa
     return fit(model, data, config.train, augment=augment, quiet=quiet, out=out, experiment=config, **hooks)
 
 
-def _distill(config: ExperimentConfig, data: Dataset, out: Path, parent: Path, temperature: float, quiet: bool) -> Run:
+def _distill(config: ExperimentConfig, data: Dataset, out: Path, parent: Path, temperature: float,
+             quiet: bool) -> tuple[Run, float]:
     """Papernot et al. (2016): teacher and student both learn at temperature T; the student's
     targets are the teacher's probabilities at T; the student is deployed at T = 1."""
 
     def hard_labels_at_t(logits: torch.Tensor, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(logits / temperature, y)
 
-    teacher = _train(config, data, None, parent, quiet, loss_fn=hard_labels_at_t).model.eval()
+    teacher_run = _train(config, data, None, parent, quiet, loss_fn=hard_labels_at_t)
+    teacher = teacher_run.model.eval()
 
     def soft_labels_at_t(logits: torch.Tensor, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
             soft = torch.softmax(teacher(x).float() / temperature, dim=-1)
         return -(soft * torch.log_softmax(logits / temperature, dim=-1)).sum(-1).mean()
 
-    return _train(config, data, out, parent, quiet, loss_fn=soft_labels_at_t)
+    return _train(config, data, out, parent, quiet, loss_fn=soft_labels_at_t), teacher_run.metrics["train_seconds"]
 
 
 def _ensemble(config: ExperimentConfig, data: Dataset, out: Path, parent: Path, members: int, quiet: bool) -> Run:
