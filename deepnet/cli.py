@@ -253,7 +253,7 @@ def _cmd_attack(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     report = attack_run(args.run, args.method, args.eps, norm=args.norm, steps=args.steps, restarts=args.restarts,
                         step_size=args.step_size, targeted=args.targeted, target=args.target, objective=args.loss,
-                        source=args.source, n=args.n, batch_size=args.batch_size, device=args.device or "cpu",
+                        source=args.source, n=args.n, batch_size=args.batch_size, device=args.device or "auto",
                         seed=args.seed, quiet=False)
     print(f"clean accuracy {100 * report['clean_accuracy']:.2f}% on {report['n']} test images")
     for flag in report["masking"]:

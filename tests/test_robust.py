@@ -226,6 +226,15 @@ def test_harden_fast_at_writes_a_new_run_that_records_its_parent(digits_run, tmp
     assert "hardened with fast-at" in capsys.readouterr().out
 
 
+def test_harden_pgd_at_trains_on_pgd_examples(digits_run, tmp_path):
+    out = tmp_path / "pgd-at"
+    assert main(["harden", str(digits_run), "--method", "pgd-at", "--eps", "0.2", "--steps", "3", "--epochs", "2",
+                 "--out", str(out), "--quiet", "train.checkpoint_every=0"]) == 0
+    record = json.loads((out / "hardening.json").read_text())
+    assert record["steps"] == 3 and record["step_size"] == pytest.approx(2.5 * 0.2 / 3)
+    assert load_run(out).metrics["test_accuracy"] > 0.5
+
+
 def test_distilled_model_is_flagged_and_broken_by_the_margin_loss(digits_run, tmp_path, capsys):
     out = tmp_path / "distilled"
     assert main(["harden", str(digits_run), "--method", "distill", "--temperature", "100", "--epochs", "8",

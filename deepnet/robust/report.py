@@ -93,7 +93,7 @@ def attack_run(run_dir: str | os.PathLike, methods: list[str] | str = "pgd", eps
                norm: str = "linf", steps: int = 40, restarts: int = 1, step_size: float | None = None,
                targeted: bool = False, target: str = "least-likely", objective: str = "ce",
                source: str | os.PathLike | None = None, n: int | None = 10000, batch_size: int = 500,
-               device: str = "cpu", seed: int = 0, quiet: bool = True) -> dict[str, Any]:
+               device: str = "auto", seed: int = 0, quiet: bool = True) -> dict[str, Any]:
     """Attack the run ``run_dir`` with each of ``methods`` at each ε; write
     ``robustness.json``, ``plots/robustness_curve.png`` and ``plots/adversarial_examples.png``
     into it and return what ``robustness.json`` holds.
@@ -155,7 +155,7 @@ def attack_run(run_dir: str | os.PathLike, methods: list[str] | str = "pgd", eps
             if not quiet:
                 _print_row(rows[-1])
             example = (method, radius, x_adv[:8], predicted[:8])
-    report = _merge(out, run, rows, clean_correct.float().mean().item(), len(x), device)
+    report = _merge(out, run, rows, clean_correct.float().mean().item(), len(x), str(x.device))
     report["checks"] = _checks(model, x, y, steps, batch_size)
     report["masking"] = masking_flags(report["attacks"], report["checks"], distilled)
     atomic_write(out / "robustness.json", lambda tmp: tmp.write_text(json.dumps(report, indent=2)))
