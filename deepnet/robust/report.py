@@ -154,7 +154,9 @@ def attack_run(run_dir: str | os.PathLike, methods: list[str] | str = "pgd", eps
                              x, x_adv, y, predicted, clean_correct, target_labels, seconds))
             if not quiet:
                 _print_row(rows[-1])
-            example = (method, radius, x_adv[:8], predicted[:8])
+            title = f"{method} {norm} eps={radius:g}" + (" margin loss" if loss == "margin" else "") + \
+                (f" targeted ({target})" if targeted else "")
+            example = (title, x_adv[:8], predicted[:8])
     report = _merge(out, run, rows, clean_correct.float().mean().item(), len(x), str(x.device))
     report["checks"] = _checks(model, x, y, steps, batch_size)
     report["masking"] = masking_flags(report["attacks"], report["checks"], distilled)
@@ -164,8 +166,8 @@ def attack_run(run_dir: str | os.PathLike, methods: list[str] | str = "pgd", eps
     (out / "plots").mkdir(exist_ok=True)
     plot_robustness_curve(report, out / "plots" / "robustness_curve.png")
     if example is not None:
-        method, radius, x_adv, predicted = example
-        plot_adversarial_examples(x[:8].cpu(), x_adv.cpu(), y[:8].cpu(), predicted.cpu(), f"{method} {norm} eps={radius:g}",
+        title, x_adv, predicted = example
+        plot_adversarial_examples(x[:8].cpu(), x_adv.cpu(), y[:8].cpu(), predicted.cpu(), title,
                                   out / "plots" / "adversarial_examples.png")
     return report
 
