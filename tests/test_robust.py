@@ -13,7 +13,7 @@ from torch import nn
 
 from deepnet.cli import main
 from deepnet.models import create_model
-from deepnet.robust import PixelModel, deepfool, fgsm, least_likely, perturbation_norm, pgd
+from deepnet.robust import PixelModel, deepfool, fgsm, least_likely, perturbation_norm, pgd, project
 from deepnet.robust.attacks import fooled
 from deepnet.robust.report import masking_flags, parse_eps
 from deepnet.train import fit, load_run
@@ -144,6 +144,14 @@ def test_margin_loss_attacks_a_saturated_softmax():
         y = model(x).argmax(-1)
     assert (model(fgsm(model, x, y, 0.3)).argmax(-1) == y).all()  # no gradient: FGSM stands still
     assert (model(pgd(model, x, y, 0.3, objective="margin", steps=10)).argmax(-1) != y).float().mean() > 0.9
+
+
+def test_deepfool_once_projected_equals_deepfool_at_each_eps():
+    model = _bn_dropout_model()
+    x, y = torch.rand(8, 1, 8, 8, generator=torch.Generator().manual_seed(3)), torch.arange(8)
+    unbounded = deepfool(model, x, y, float("inf"), steps=5)
+    for eps in (0.2, 1.0):
+        torch.testing.assert_close(x + project(unbounded - x, x, eps, "l2"), deepfool(model, x, y, eps, steps=5))
 
 
 def test_parse_eps():

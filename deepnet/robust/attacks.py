@@ -140,7 +140,7 @@ def _step(grad: torch.Tensor, step_size: float, norm: Norm) -> torch.Tensor:
 def _check(eps: float, norm: str) -> None:
     if norm not in NORMS:
         raise ValueError(f"Unknown norm {norm!r}; choose one of {', '.join(NORMS)}.")
-    if not eps > 0:
+    if not eps > 0 or eps != eps:
         raise ValueError(f"Received an invalid value for `eps`: expected a positive radius. Received: eps={eps!r}")
 
 
@@ -221,7 +221,8 @@ def deepfool(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *, 
     model linearised at the current point until the label flips; untargeted only.
 
     DeepFool looks for the smallest perturbation; the result is projected into the ε-ball,
-    so an input counts as fooled at ``eps`` only when DeepFool fooled it within ``eps``."""
+    so an input counts as fooled at ``eps`` only when DeepFool fooled it within ``eps``
+    (``eps=inf``: the unprojected result, to be projected for several radii)."""
     _check(eps, norm)
 
     def one_batch(xb, yb, tb):

@@ -28,7 +28,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from deepnet.robust.attacks import NORMS, OBJECTIVES, PixelModel, deepfool, fgsm, least_likely, perturbation_norm, pgd
+from deepnet.robust.attacks import (NORMS, OBJECTIVES, PixelModel, deepfool, fgsm, least_likely, perturbation_norm, pgd,
+                                    project)
 from deepnet.train.experiment import load_experiment_data
 from deepnet.train.run import Run, RunError, atomic_write, load_run
 
@@ -142,12 +143,18 @@ def attack_run(run_dir: str | os.PathLike, methods: list[str] | str = "pgd", eps
     if distilled and "pgd" in methods and objective == "ce":
         jobs.append(("pgd", "margin"))  # Carlini & Wagner (2016): the logits, not the saturated softmax
     rows, example = [], None
+    minimal: dict[str, torch.Tensor] = {}  # DeepFool's smallest perturbations, found once for every ε
     for method, loss in jobs:
         for radius in eps_values:
             start = time.perf_counter()
-            x_adv = _craft(method, model, source_model, x, y, radius, norm=norm, steps=steps, restarts=restarts,
-                           step_size=step_size, target=target_labels, objective=loss, batch_size=batch_size,
-                           generator=generator)
+            if method == "deepfool":
+                if "deepfool" not in minimal:
+                    minimal["deepfool"] = deepfool(model, x, y, float("inf"), norm=norm, steps=steps, batch_size=batch_size)
+                x_adv = x + project(minimal["deepfool"] - x, x, radius, norm)
+            else:
+                x_adv = _craft(method, model, source_model, x, y, radius, norm=norm, steps=steps, restarts=restarts,
+                               step_size=step_size, target=target_labels, objective=loss, batch_size=batch_size,
+                               generator=generator)
             seconds = time.perf_counter() - start
             predicted = _predict(model, x_adv, batch_size)
             rows.append(_row(method, norm, radius, steps, restarts, step_size, targeted, target, loss, source,
@@ -195,8 +202,6 @@ def _craft(method: str, model: PixelModel, source_model: PixelModel | None, x: t
            batch_size: int, generator: torch.Generator) -> torch.Tensor:
     if method == "fgsm":
         return fgsm(model, x, y, eps, norm=norm, target=target, objective=objective, batch_size=batch_size)
-    if method == "deepfool":
-        return deepfool(model, x, y, eps, norm=norm, steps=steps, batch_size=batch_size)
     attacked = source_model if method == "transfer" else model
     return pgd(attacked, x, y, eps, norm=norm, steps=steps, restarts=restarts, step_size=step_size, target=target,
                objective=objective, batch_size=batch_size, generator=generator)
