@@ -53,6 +53,7 @@ ATTACKS = {
     "pgd": lambda m, x, y, eps, norm: pgd(m, x, y, eps, norm=norm, steps=5, restarts=2, step_size=eps / 2),
     "pgd-margin": lambda m, x, y, eps, norm: pgd(m, x, y, eps, norm=norm, steps=5, objective="margin"),
     "pgd-targeted": lambda m, x, y, eps, norm: pgd(m, x, y, eps, norm=norm, steps=5, target=(y + 1) % 10),
+    "pgd-every-step": lambda m, x, y, eps, norm: pgd(m, x, y, eps, norm=norm, steps=5, restarts=2, early_stop=False),
     "deepfool": lambda m, x, y, eps, norm: deepfool(m, x, y, eps, norm=norm, steps=5),
 }
 

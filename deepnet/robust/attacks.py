@@ -170,17 +170,34 @@ def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *, norm
 def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *, norm: Norm = "linf", steps: int = 40,
         step_size: float | None = None, restarts: int = 1, random_start: bool = True,
         target: torch.Tensor | None = None, objective: Objective = "ce", batch_size: int = 512,
-        generator: torch.Generator | None = None) -> torch.Tensor:
+        generator: torch.Generator | None = None, early_stop: bool = True) -> torch.Tensor:
     """Projected gradient descent (Madry et al. 2018): ``steps`` steps of ``step_size``
     (default ``2.5·eps/steps``) from a random point of the ε-ball, each projected back.
 
     Every restart attacks only the inputs that no earlier restart or step has fooled yet,
     and an input is kept at the first point that fools the model: accuracy under attack
-    counts an input as robust only when every restart failed. ``x`` pixels ``(B, ...)``."""
+    counts an input as robust only when every restart failed. ``x`` pixels ``(B, ...)``.
+
+    ``early_stop=False`` runs every step for every input and keeps, over the restarts, the
+    point of highest objective: what a transfer attack needs, since examples that only just
+    fool the model they were crafted on rarely fool another."""
     _check(eps, norm)
     if steps < 1 or restarts < 1:
         raise ValueError(f"PGD needs steps >= 1 and restarts >= 1. Received: steps={steps}, restarts={restarts}")
     alpha = step_size if step_size is not None else 2.5 * eps / steps
+
+    def full_steps(xb, yb, tb):
+        best, best_value = xb.clone(), torch.full((len(xb),), float("-inf"), device=xb.device)
+        for _ in range(restarts):
+            delta = project(_random_start(xb, eps, norm, generator), xb, eps, norm) if random_start else torch.zeros_like(xb)
+            for _ in range(steps):
+                _, grad = _gradient(model, xb + delta, yb, tb, objective)
+                delta = project(delta + _step(grad, alpha, norm), xb, eps, norm)
+            with torch.no_grad():
+                value = _objective(model(xb + delta), yb, tb, objective)
+            better = value > best_value
+            best[better], best_value[better] = (xb + delta)[better], value[better]
+        return best
 
     def one_batch(xb, yb, tb):
         best = xb.clone()
@@ -212,7 +229,7 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *, norm:
         return best
 
     with eval_mode(model):
-        return _batched(one_batch, x, y, target, batch_size)
+        return _batched(one_batch if early_stop else full_steps, x, y, target, batch_size)
 
 
 def deepfool(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *, norm: Norm = "l2", steps: int = 50,

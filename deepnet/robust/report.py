@@ -202,9 +202,10 @@ def _craft(method: str, model: PixelModel, source_model: PixelModel | None, x: t
            batch_size: int, generator: torch.Generator) -> torch.Tensor:
     if method == "fgsm":
         return fgsm(model, x, y, eps, norm=norm, target=target, objective=objective, batch_size=batch_size)
-    attacked = source_model if method == "transfer" else model
-    return pgd(attacked, x, y, eps, norm=norm, steps=steps, restarts=restarts, step_size=step_size, target=target,
-               objective=objective, batch_size=batch_size, generator=generator)
+    transfer = method == "transfer"  # every step on the source: examples that barely fool it rarely transfer
+    return pgd(source_model if transfer else model, x, y, eps, norm=norm, steps=steps, restarts=restarts,
+               step_size=step_size, target=target, objective=objective, batch_size=batch_size, generator=generator,
+               early_stop=not transfer)
 
 
 def _row(method: str, norm: str, eps: float, steps: int, restarts: int, step_size: float | None, targeted: bool,
