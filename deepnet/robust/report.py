@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from deepnet.robust.attacks import (NORMS, OBJECTIVES, PixelModel, deepfool, fgsm, least_likely, perturbation_norm, pgd,
                                     project)
 from deepnet.train.experiment import load_experiment_data
-from deepnet.train.run import Run, RunError, atomic_write, load_run
+from deepnet.train.run import Run, atomic_write, load_run
 
 __all__ = ["ATTACK_METHODS", "TARGETS", "attack_run", "masking_flags", "parse_eps"]
 
