@@ -187,7 +187,7 @@ def test_attack_cli_writes_the_report_and_figures(digits_run, capsys):
     assert 0.8 < report["clean_accuracy"] <= 1.0
     assert len(report["attacks"]) == 5  # the second call added its row to the first call's four
     for row in report["attacks"]:
-        assert {"method", "norm", "eps", "steps", "restarts", "targeted", "accuracy", "success_rate",
+        assert {"method", "norm", "eps", "clean_accuracy", "steps", "restarts", "targeted", "accuracy", "success_rate",
                 "mean_perturbation"} <= set(row)
         assert row["mean_perturbation"] is None or row["mean_perturbation"] <= row["eps"] + 1e-6
     targeted = [r for r in report["attacks"] if r["targeted"]]

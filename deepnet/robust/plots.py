@@ -37,7 +37,8 @@ def plot_robustness_curve(report: dict[str, Any], path: Path) -> None:
                 series.setdefault(_series_name(row), []).append(row)
         for name, rows in sorted(series.items()):
             rows = sorted(rows, key=lambda r: r["eps"])
-            ax.plot([0.0] + [r["eps"] for r in rows], [100 * report["clean_accuracy"]] + [100 * r["accuracy"] for r in rows],
+            clean = rows[0].get("clean_accuracy", report["clean_accuracy"])  # on the images these rows attacked
+            ax.plot([0.0] + [r["eps"] for r in rows], [100 * clean] + [100 * r["accuracy"] for r in rows],
                     "-o", markersize=3, label=name)
         ax.set_xlabel(f"ε ({'L∞' if norm == 'linf' else 'L2'}, pixels in [0, 1])")
         ax.set_ylabel("accuracy under attack (%)")

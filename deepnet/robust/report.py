@@ -221,7 +221,7 @@ def _row(method: str, norm: str, eps: float, steps: int, restarts: int, step_siz
     sizes = perturbation_norm(x_adv, x, norm)[success]
     single = method in ("fgsm", "deepfool")
     return {
-        "method": method, "norm": norm, "eps": eps,
+        "method": method, "norm": norm, "eps": eps, "clean_accuracy": clean_correct.float().mean().item(),
         "steps": 1 if method == "fgsm" else steps, "restarts": 1 if single else restarts,
         "step_size": None if single else (step_size if step_size is not None else 2.5 * eps / steps),
         "targeted": target_labels is not None, "target": target if target_labels is not None else None,
