@@ -244,6 +244,38 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_attack(args: argparse.Namespace) -> int:
+    import torch
+
+    from deepnet.robust.report import attack_run
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    report = attack_run(args.run, args.method, args.eps, norm=args.norm, steps=args.steps, restarts=args.restarts,
+                        step_size=args.step_size, targeted=args.targeted, target=args.target, objective=args.loss,
+                        source=args.source, n=args.n, batch_size=args.batch_size, device=args.device or "auto",
+                        seed=args.seed, quiet=False)
+    print(f"clean accuracy {100 * report['clean_accuracy']:.2f}% on {report['n']} test images")
+    for flag in report["masking"]:
+        print(f"warning: possible gradient masking ({flag['check']}): {flag['message']}")
+    out = Path(args.run)
+    print(f"written: {out / 'robustness.json'}, {out / 'plots' / 'robustness_curve.png'}, "
+          f"{out / 'plots' / 'adversarial_examples.png'}")
+    return 0
+
+
+def _cmd_harden(args: argparse.Namespace) -> int:
+    from deepnet.robust import harden
+
+    flags = {"train.epochs": args.epochs, "train.threads": args.threads, "train.device": args.device}
+    overrides = [f"{k}={v}" for k, v in flags.items() if v is not None] + list(args.overrides)
+    run = harden(args.run, args.method, args.out, eps=args.eps, step_size=args.step_size, steps=args.steps,
+                 eps_ramp=args.eps_ramp, temperature=args.temperature, members=args.members, overrides=overrides, quiet=args.quiet)
+    _print_result(run)
+    print(f"hardened with {args.method}; attack it: deepnet attack {run.directory} --method pgd --eps {args.eps}")
+    return 0
+
+
 def _add_device(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", help="auto (CUDA when present, the default) | cpu | cuda | cuda:N | mps")
 
@@ -321,6 +353,43 @@ def build_parser() -> argparse.ArgumentParser:
     tuner.add_argument("--no-summary", action="store_true", help=argparse.SUPPRESS)  # set for worker processes
     tuner.add_argument("overrides", nargs="*", metavar="section.key=value")
     tuner.set_defaults(func=_cmd_tune)
+
+    attacker = verbs.add_parser("attack", help="accuracy under adversarial attack: robustness.json, curve, examples")
+    attacker.add_argument("run")
+    attacker.add_argument("--method", default="pgd", help="fgsm | pgd | deepfool | transfer, or several: fgsm,pgd")
+    attacker.add_argument("--norm", default="linf", help="linf | l2")
+    attacker.add_argument("--eps", default="0.05,0.1,0.2,0.3", help="radii in pixel units ([0, 1]), comma-separated")
+    attacker.add_argument("--steps", type=int, default=40, help="PGD steps (DeepFool: at most this many)")
+    attacker.add_argument("--restarts", type=int, default=1, help="PGD random restarts (only for inputs not yet fooled)")
+    attacker.add_argument("--step-size", type=float, help="PGD step (default 2.5 eps / steps)")
+    attacker.add_argument("--loss", default="ce", help="ce (cross-entropy on the softmax) | margin (Carlini-Wagner, on the logits)")
+    attacker.add_argument("--targeted", action="store_true", help="push toward --target instead of away from the label")
+    attacker.add_argument("--target", default="least-likely", help="least-likely | random | a class index")
+    attacker.add_argument("--source", help="transfer: the run whose model crafts the examples")
+    attacker.add_argument("--n", type=int, default=10000, help="test images attacked (the first n)")
+    attacker.add_argument("--batch-size", type=int, default=500)
+    attacker.add_argument("--seed", type=int, default=0, help="random starts and random targets")
+    attacker.add_argument("--threads", type=int, help="CPU threads")
+    _add_device(attacker)
+    attacker.set_defaults(func=_cmd_attack)
+
+    hardener = verbs.add_parser("harden", help="a defended model in a new run: adversarial training, distillation, ensembles")
+    hardener.add_argument("run", help="the parent run; its config is retrained with the defence")
+    hardener.add_argument("--method", required=True, help="fast-at | pgd-at | distill | ensemble")
+    hardener.add_argument("--eps", type=float, default=0.3, help="L-infinity radius in pixels [0, 1] (adversarial training)")
+    hardener.add_argument("--step-size", type=float, help="attack step (default 1.25 eps for fast-at, 2.5 eps/steps for pgd-at)")
+    hardener.add_argument("--steps", type=int, default=40, help="PGD steps per batch (pgd-at)")
+    hardener.add_argument("--eps-ramp", type=int, default=0, metavar="EPOCHS",
+                          help="adversarial training: grow eps linearly to its value over the first EPOCHS epochs")
+    hardener.add_argument("--temperature", type=float, default=100.0, help="distillation temperature T")
+    hardener.add_argument("--members", type=int, default=3, help="ensemble size, the parent included")
+    hardener.add_argument("--out", help="the new run directory (default <run>-<method>)")
+    hardener.add_argument("--epochs", type=int)
+    hardener.add_argument("--threads", type=int, help="CPU threads (train.threads)")
+    hardener.add_argument("--quiet", action="store_true")
+    _add_device(hardener)
+    hardener.add_argument("overrides", nargs="*", metavar="section.key=value")
+    hardener.set_defaults(func=_cmd_harden)
 
     evaluate = verbs.add_parser("evaluate", help="test metrics and confusion matrix of a run")
     evaluate.add_argument("run")

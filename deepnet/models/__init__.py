@@ -9,6 +9,7 @@ from deepnet.models import (  # noqa: F401  (imported for their @register_model 
     mlp,
     resnet,
     rnn,
+    smallcnn,
     transformer,
     vgg,
 )

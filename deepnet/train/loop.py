@@ -18,7 +18,7 @@ import sys
 import threading
 import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -184,7 +184,11 @@ def _sum_dtype(device: torch.device) -> torch.dtype:
 class Trainer:
     """Owns the model, optimizer, schedule and data order of one training run.
 
-    Override :meth:`train_step` for a custom update (Keras's progressive disclosure).
+    Override :meth:`train_step` for a custom update (Keras's progressive disclosure), or
+    pass the two hooks it calls: ``perturb(model, x, y) -> x`` replaces each (augmented)
+    training batch before the update (adversarial training crafts its examples there), and
+    ``loss_fn(logits, y, x) -> loss`` replaces the configured loss (distillation trains on
+    a teacher's outputs there).
     Launched by torchrun, the trainer is one of ``WORLD_SIZE`` data-parallel workers: the
     model is wrapped in DistributedDataParallel and each worker takes its share of every
     global batch.
@@ -192,8 +196,11 @@ class Trainer:
 
     def __init__(self, model: nn.Module, data: Dataset, config: TrainConfig, *,
                  augment: AugmentConfig | None = None, callbacks: Sequence[Callback] = (),
-                 quiet: bool = False, model_name: str = "model") -> None:
+                 quiet: bool = False, model_name: str = "model",
+                 perturb: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+                 loss_fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None) -> None:
         self.config, self.data = config, data
+        self.perturb, self.loss_fn = perturb, loss_fn
         self.world = distributed.world()
         self.quiet = quiet or not self.world.is_main
         self.device = self._choose_device(config.device)
@@ -353,9 +360,14 @@ class Trainer:
         c = self.config
         if self.augment is not None:
             x = self.augment(x, self.augment_generator)
+        if self.perturb is not None:
+            x = self.perturb(self.forward, x, y)
         with autocast(self.device, c.precision):
             logits = self.forward(x)
-            loss = compute_loss(c.loss, logits.float(), y, c.label_smoothing)
+            if self.loss_fn is not None:
+                loss = self.loss_fn(logits.float(), y, x)
+            else:
+                loss = compute_loss(c.loss, logits.float(), y, c.label_smoothing)
             aux = getattr(self.model, "aux_loss", None)  # e.g. MoE load balancing
             if isinstance(aux, torch.Tensor) and aux.requires_grad:
                 loss = loss + c.aux_loss_weight * aux
@@ -685,13 +697,17 @@ def model_spec(model: nn.Module, data: Dataset, config: ExperimentConfig) -> dic
 def fit(model: nn.Module, data: Dataset, config: TrainConfig | None = None, *,
         augment: AugmentConfig | dict | None = None, callbacks: Sequence[Callback] = (),
         quiet: bool = False, out: str | os.PathLike | None = None, resume: bool = False,
-        experiment: ExperimentConfig | None = None, **overrides: Any) -> Run:
+        experiment: ExperimentConfig | None = None,
+        perturb: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+        loss_fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+        **overrides: Any) -> Run:
     """Train ``model`` on ``data`` and measure it on the test split.
 
     ``overrides`` are :class:`TrainConfig` fields (``epochs=10, optimizer="adamw", lr=3e-3,
     schedule="cosine"``...). With ``out`` the run directory is written there, with checkpoints
     every ``checkpoint_steps`` steps and after every epoch; ``resume=True`` continues from the
-    newest good checkpoint. Under torchrun, only rank 0 writes.
+    newest good checkpoint. Under torchrun, only rank 0 writes. ``perturb`` and ``loss_fn``
+    are the :class:`Trainer`'s hooks (adversarial training, distillation).
     """
     base = config or (experiment.train if experiment else TrainConfig())
     try:
@@ -721,7 +737,7 @@ def fit(model: nn.Module, data: Dataset, config: TrainConfig | None = None, *,
         raise RunError(f"{out_dir} holds an unfinished run (newest checkpoint {unfinished[0].stem}). Continue it with "
                        f"`deepnet train --resume {out_dir}`, or pick another --out.")
     trainer = Trainer(model, data, train_config, augment=augment, callbacks=callbacks, quiet=quiet,
-                      model_name=experiment.model.name)
+                      model_name=experiment.model.name, perturb=perturb, loss_fn=loss_fn)
     try:
         return _train_and_save(trainer, experiment, out_dir, checkpoints, resume)
     finally:
