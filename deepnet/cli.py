@@ -157,11 +157,29 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     result = evaluate_run(args.run, device=args.device or "auto")
     if "test_accuracy" in result:
         print(f"test_accuracy {100 * result['test_accuracy']:.2f}%  test_loss {result['test_loss']:.4f}")
-        for name, accuracy in result["per_class_accuracy"].items():
-            print(f"  {name:>12}  {100 * accuracy:6.2f}%")
-        print(f"confusion matrix: {Path(args.run) / 'plots' / 'confusion_matrix.png'}")
+        print(f"  {'class':>12}  {'precision':>9}  {'recall':>7}  {'F1':>7}  {'support':>7}")
+        for name, row in result["per_class"].items():
+            print(f"  {name:>12}  {100 * row['precision']:8.2f}%  {100 * row['recall']:6.2f}%  "
+                  f"{100 * row['f1']:6.2f}%  {row['support']:>7}")
+        plots = Path(args.run) / "plots"
+        print(f"confusion matrix: {plots / 'confusion_matrix.png'}")
+        if (plots / "confident_mistakes.png").is_file():
+            print(f"most confident mistakes: {plots / 'confident_mistakes.png'}")
     else:
         print(f"test_loss {result['test_loss']:.4f}")
+    return 0
+
+
+def _cmd_calibrate(args: argparse.Namespace) -> int:
+    from deepnet.calibrate import calibrate
+
+    result = calibrate(args.run, bins=args.bins, device=args.device or "auto")
+    print(f"temperature {result.temperature:.4f} (fitted on {result.val_examples} validation examples: "
+          f"NLL {result.val_nll_before:.4f} → {result.val_nll_after:.4f})")
+    print(f"test ECE {100 * result.ece_before:.2f}% → {100 * result.ece_after:.2f}% ({result.bins} bins); "
+          f"test accuracy {100 * result.accuracy_before:.2f}% → {100 * result.accuracy_after:.2f}%")
+    print(f"written: {Path(args.run) / 'calibration.json'} (predict applies it), "
+          f"{Path(args.run) / 'plots' / 'reliability.png'}")
     return 0
 
 
@@ -326,6 +344,13 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("run")
     _add_device(evaluate)
     evaluate.set_defaults(func=_cmd_evaluate)
+
+    calibrate = verbs.add_parser("calibrate", help="temperature scaling on the validation split; ECE and a reliability "
+                                 "diagram; predict then applies it")
+    calibrate.add_argument("run")
+    calibrate.add_argument("--bins", type=int, default=15, help="confidence bins of the ECE (default 15)")
+    _add_device(calibrate)
+    calibrate.set_defaults(func=_cmd_calibrate)
 
     predict = verbs.add_parser("predict", help="classify a PNG, .npy or CSV file with a run's model")
     predict.add_argument("run")
