@@ -183,6 +183,21 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_explain(args: argparse.Namespace) -> int:
+    from deepnet.explain import explain
+
+    result = explain(args.run, args.method, samples=args.samples, target=args.target, chunk=args.chunk,
+                     steps=args.steps, device=args.device or "auto")
+    print(f"{args.method}: {len(result.indices)} test examples, target {args.target}")
+    if result.completeness_error:
+        print(f"completeness (|sum of attributions - (f(x) - f(baseline))| / |f(x) - f(baseline)|): "
+              f"max {100 * max(result.completeness_error):.3f}%, mean "
+              f"{100 * sum(result.completeness_error) / len(result.completeness_error):.3f}% "
+              f"({args.steps} steps, doubled for the examples above 1%)")
+    print(f"written: {result.image}")
+    return 0
+
+
 def _cmd_predict(args: argparse.Namespace) -> int:
     from deepnet.evaluate import predict_file
 
@@ -351,6 +366,17 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate.add_argument("--bins", type=int, default=15, help="confidence bins of the ECE (default 15)")
     _add_device(calibrate)
     calibrate.set_defaults(func=_cmd_calibrate)
+
+    explain = verbs.add_parser("explain", help="attribution maps of test examples: explanations/<method>.png")
+    explain.add_argument("run")
+    explain.add_argument("--method", default="integrated-gradients",
+                         help="saliency | integrated-gradients (default) | smoothgrad | gradcam | occlusion")
+    explain.add_argument("--samples", type=int, default=16, help="test examples to explain (default 16)")
+    explain.add_argument("--target", default="predicted", help="predicted (default) | true | a class index or name")
+    explain.add_argument("--chunk", type=int, default=8, help="examples per pass; bounds memory (default 8)")
+    explain.add_argument("--steps", type=int, default=64, help="integration steps of integrated gradients (default 64)")
+    _add_device(explain)
+    explain.set_defaults(func=_cmd_explain)
 
     predict = verbs.add_parser("predict", help="classify a PNG, .npy or CSV file with a run's model")
     predict.add_argument("run")
