@@ -198,6 +198,31 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_audit(args: argparse.Namespace) -> int:
+    from deepnet.audit import audit
+
+    out = Path(args.out) if args.out else Path("audits") / Path(args.data).stem
+    result = audit(args.data, model=args.model, config=args.config, out=out, folds=args.folds,
+                   overrides=list(args.overrides), near_threshold=args.near_threshold, quiet=args.quiet)
+    print(f"audited {args.data}: {', '.join(f'{n} {k}' for k, n in result['splits'].items())} examples "
+          f"in {result['seconds']['total']:.0f} s")
+    print(f"  label issues {len(result['label_issues'])} (out-of-fold accuracy "
+          f"{100 * result['out_of_fold_accuracy']:.2f}%, {result['model']['folds']} folds of {result['model']['name']})")
+    print(f"  duplicates {len(result['duplicates'])} ({sum(r['exact'] for r in result['duplicates'])} exact), "
+          f"leakage {len(result['leakage'])} pairs, train imbalance {result['imbalance_ratio']:.2f}x, "
+          f"outliers: top {len(result['outliers'])}")
+    print(f"written: {out / 'audit.json'}")
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from deepnet.report import build_report
+
+    path = build_report(args.run)
+    print(f"written: {path} ({path.stat().st_size / 1e6:.2f} MB, self-contained; open it in any browser)")
+    return 0
+
+
 def _cmd_predict(args: argparse.Namespace) -> int:
     from deepnet.evaluate import predict_file
 
@@ -377,6 +402,24 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--steps", type=int, default=64, help="integration steps of integrated gradients (default 64)")
     _add_device(explain)
     explain.set_defaults(func=_cmd_explain)
+
+    auditor = verbs.add_parser("audit", help="data quality: label errors, duplicates, train/test leakage, class "
+                               "counts, outliers → OUT/audit.json")
+    auditor.add_argument("--data", required=True, help="digits | mnist | sst2 | file.npz | file.csv | an image folder")
+    recipe = auditor.add_mutually_exclusive_group()
+    recipe.add_argument("--model", metavar="RUN", help="train the cross-validated models with this run's recipe")
+    recipe.add_argument("-c", "--config", help="... or with this config's model and training settings")
+    auditor.add_argument("--out", help="folder for audit.json and the image grids (default audits/<data>)")
+    auditor.add_argument("--folds", type=int, default=4, help="cross-validation folds (default 4)")
+    auditor.add_argument("--near-threshold", type=float, default=0.05,
+                         help="near duplicates: RMS difference per standardised feature at most this (default 0.05)")
+    auditor.add_argument("--quiet", action="store_true")
+    auditor.add_argument("overrides", nargs="*", metavar="section.key=value")
+    auditor.set_defaults(func=_cmd_audit)
+
+    report = verbs.add_parser("report", help="one self-contained HTML page with everything known about a run")
+    report.add_argument("run")
+    report.set_defaults(func=_cmd_report)
 
     predict = verbs.add_parser("predict", help="classify a PNG, .npy or CSV file with a run's model")
     predict.add_argument("run")
