@@ -51,9 +51,10 @@ def evaluate_run(directory: str | os.PathLike, batch_size: int = 1024, device: s
             {"index": int(i), "true": data.class_names[int(data.test.y[i])],
              "predicted": data.class_names[int(predicted[i])], "confidence": float(confidence[i])} for i in ranked]
         if data.input_kind == "image" and len(ranked):
-            from deepnet.train.plots import plot_image_grid
+            from deepnet.train.plots import as_raw, plot_image_grid
 
-            plot_image_grid([data.test.x[i].numpy() for i in ranked],
+            raw = as_raw(data.test.x[ranked], data.preprocessing)
+            plot_image_grid(list(raw),
                             [f"#{int(i)} {data.class_names[int(data.test.y[i])]}→{data.class_names[int(predicted[i])]}"
                              f" {float(confidence[i]):.2f}" for i in ranked],
                             out / "confident_mistakes.png",

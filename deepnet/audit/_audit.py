@@ -137,7 +137,7 @@ def audit(data: str, *, model: str | os.PathLike | None = None, config: str | os
         "seconds": seconds,
     }
     (out_dir / "audit.json").write_text(json.dumps(result, indent=1))
-    _draw(result, splits, names, out_dir)
+    _draw(result, splits, dataset.preprocessing, out_dir)
     return result
 
 
@@ -205,12 +205,14 @@ def _label_issues(splits: dict[str, Split], probabilities: dict[str, torch.Tenso
     return issues
 
 
-def _draw(result: dict[str, Any], splits: dict[str, Split], names: list[str], out: Path) -> None:
+def _draw(result: dict[str, Any], splits: dict[str, Split], preprocessing: dict[str, Any], out: Path) -> None:
     """Image grids of the top findings (image data only): label issues, duplicate and leakage
     pairs side by side, outliers."""
     if splits["train"].x.dim() != 4:
         return
-    from deepnet.train.plots import plot_image_grid
+    from deepnet.train.plots import as_raw, plot_image_grid
+
+    splits = {name: Split(torch.from_numpy(as_raw(split.x, preprocessing)), split.y) for name, split in splits.items()}
 
     issues = result["label_issues"][:32]
     if issues:

@@ -193,13 +193,14 @@ def explain(directory: str | os.PathLike, method: str = "integrated-gradients", 
             result.tokens.append([{"token": words[int(i)], "attribution": float(a)} for i, a in zip(ids[keep], row[keep])])
         _plot_tokens(result, [name(int(t)) for t in targets], [name(int(p)) for p in predicted], image)
     else:
-        from deepnet.train.plots import plot_image_grid
+        from deepnet.train.plots import as_raw, plot_image_grid
 
         maps = attribution.sum(dim=1) if attribution.dim() == 4 else attribution
         if test.x.dim() == 4:
             titles = [f"#{i} {name(int(p))}" + (f" (target {name(int(t))})" if int(t) != int(p) else "")
                       for i, t, p in zip(indices, targets, predicted)]
-            plot_image_grid([test.x[i].numpy() for i in indices], titles, image, overlays=[m.numpy() for m in maps],
+            plot_image_grid(list(as_raw(test.x[:n], spec.get("preprocessing", {}))), titles, image,
+                            overlays=[m.numpy() for m in maps],
                             suptitle=f"{method}: red raises the target class's score, blue lowers it (target: {target})")
         else:
             _plot_vectors(attribution, [name(int(t)) for t in targets], method, image)

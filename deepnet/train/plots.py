@@ -10,7 +10,7 @@ matplotlib.use("Agg")  # files only; never needs a display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-__all__ = ["displayable", "plot_confusion_matrix", "plot_image_grid", "plot_learning_curves"]
+__all__ = ["as_raw", "displayable", "plot_confusion_matrix", "plot_image_grid", "plot_learning_curves"]
 
 
 def plot_learning_curves(history: list[dict[str, float]], path: Path, *, steps: list[dict[str, float]] | None = None,
@@ -64,6 +64,23 @@ def plot_confusion_matrix(matrix: np.ndarray, class_names: list[str], path: Path
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def as_raw(x, preprocessing: dict) -> np.ndarray:
+    """Prepared inputs ``(N, C, H, W)`` back to the raw scale for display: undoes ``normalize``
+    (per channel) and ``standardize`` (per feature; a rare pixel would otherwise outshine the
+    digit in a per-image stretch)."""
+    x = np.asarray(x, dtype=np.float32)
+    kind = preprocessing.get("kind")
+    if kind == "normalize":
+        shape = [1, -1] + [1] * (x.ndim - 2)
+        return x * np.asarray(preprocessing["std"], np.float32).reshape(shape) + np.asarray(
+            preprocessing["mean"], np.float32).reshape(shape)
+    if kind == "standardize":
+        shape = [1, *x.shape[1:]]
+        return x * np.asarray(preprocessing["std"], np.float32).reshape(shape) + np.asarray(
+            preprocessing["mean"], np.float32).reshape(shape)
+    return x
 
 
 def displayable(image: np.ndarray) -> np.ndarray:
