@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -66,6 +67,7 @@ def main() -> None:
     started = time.perf_counter()
     subprocess.run(command, check=True)
     wall = time.perf_counter() - started
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)  # CPU the audit itself used (others' load excluded)
     load_after = os.getloadavg()
     result = json.loads((work / "audit" / "audit.json").read_text())
 
@@ -82,7 +84,8 @@ def main() -> None:
         "flagged_precision": sum(i in flipped for i in train_issues) / max(len(train_issues), 1),
         "out_of_fold_accuracy": result["out_of_fold_accuracy"],
         "planted": len(planted), "planted_found": len(planted & found_pairs), "false_pairs": len(found_pairs - planted),
-        "wall_seconds": wall, "audit_seconds": result["seconds"], "threads": args.threads,
+        "wall_seconds": wall, "cpu_seconds": usage.ru_utime + usage.ru_stime, "audit_seconds": result["seconds"],
+        "threads": args.threads,
         "load_average_before": load_before, "load_average_after": load_after, "cpus": os.cpu_count(),
     }
     print(json.dumps(figures, indent=1))

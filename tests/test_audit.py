@@ -89,6 +89,17 @@ def test_pairs_match_a_brute_force_search():
     assert {tuple(sorted((i, j))) for i, j, _ in pairs} == expected and len(expected) == 10
 
 
+def test_audit_with_a_runs_recipe(tmp_path: Path):
+    config = tmp_path / "mlp.yaml"
+    config.write_text("data: {name: digits}\nmodel: {name: mlp, args: {width: 32}}\n"
+                      "train: {epochs: 1, threads: 1, checkpoint_every: 0}\n")
+    assert main(["train", "-c", str(config), "--out", str(tmp_path / "run"), "--quiet"]) == 0
+    result = audit("digits", model=tmp_path / "run", out=tmp_path / "out", folds=2)
+    assert result["model"]["name"] == "mlp" and result["model"]["args"]["width"] == 32
+    assert result["splits"] == {"train": 1438, "test": 359}  # digits: no validation carve-out
+    assert (tmp_path / "out" / "label_issues.png").is_file() or not result["label_issues"]
+
+
 @pytest.mark.parametrize("case, expected", [
     ("wrong-arrays", "must hold arrays"),
     ("missing-run", "not found"),
