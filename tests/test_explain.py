@@ -85,6 +85,17 @@ def test_explain_bad_input_is_one_line_and_exit_2(argv, expected, digits_run: Pa
     assert err.startswith("error: ") and "\n" not in err and expected in err
 
 
+def test_explain_refuses_a_model_that_is_not_a_classifier(digits_run: Path, tmp_path: Path, capsys):
+    import shutil
+
+    run = shutil.copytree(digits_run, tmp_path / "run")
+    spec = json.loads((run / "model.json").read_text())
+    (run / "model.json").write_text(json.dumps({**spec, "task": "language_modeling", "input_kind": "lm"}))
+    assert main(["explain", str(run)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "attributes the predictions of classifiers" in err and "\n" not in err
+
+
 def test_explain_missing_run_and_gradcam_without_convolutions(tmp_path: Path, capsys):
     assert main(["explain", str(tmp_path / "nowhere")]) == 2
     assert "not found" in capsys.readouterr().err

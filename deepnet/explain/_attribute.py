@@ -182,7 +182,10 @@ def explain(directory: str | os.PathLike, method: str = "integrated-gradients", 
     folder = out / "explanations"
     folder.mkdir(exist_ok=True)
     image = folder / f"{method}.png"
-    name = lambda i: class_names[i] if i < len(class_names) else str(i)  # noqa: E731
+
+    def name(i: int) -> str:
+        return class_names[i] if i < len(class_names) else str(i)
+
     result = Explanation(method=method, target=target, indices=indices, targets=targets.tolist(),
                          predicted=predicted.tolist(), image=image,
                          completeness_error=torch.cat(errors).tolist() if errors else [])
@@ -320,6 +323,7 @@ def _plot_tokens(result: Explanation, targets: list[str], predicted: list[str], 
         for word in sentence:
             value = float(word["attribution"]) / bound
             text = fig.text(x, y, str(word["token"]), fontsize=8, va="center",
+                            color="white" if abs(value) > 0.6 else "black",
                             bbox={"facecolor": colour(0.5 + 0.5 * value), "edgecolor": "none", "pad": 1.5})
             x += text.get_window_extent(renderer).width / width_px + 0.006
             if x > 0.97:
