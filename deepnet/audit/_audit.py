@@ -76,10 +76,11 @@ def audit(data: str, *, model: str | os.PathLike | None = None, config: str | os
     if dataset.task != "classification":
         raise ValueError(f"{data} is a {dataset.task} dataset; the audit checks classification data (labels 0..K-1).")
     if not explicit:
-        defaults = DEFAULT_MODELS[dataset.input_kind]
-        user = {k.split("=", 1)[0]: k.split("=", 1)[1] for k in (overrides or []) if "=" in k}
+        # The defaults fill only what the user's overrides leave open.
+        user = {k.split("=", 1)[0] for k in (overrides or []) if "=" in k}
+        model_defaults = {} if any(k.startswith("model.") for k in user) else DEFAULT_MODELS[dataset.input_kind]
         train = {k: v for k, v in DEFAULT_TRAIN.items() if f"train.{k}" not in user}
-        recipe = parse_config({**recipe.model_dump(), "model": {**recipe.model.model_dump(), **defaults},
+        recipe = parse_config({**recipe.model_dump(), "model": {**recipe.model.model_dump(), **model_defaults},
                                "train": {**recipe.train.model_dump(), **train}}, "audit defaults")
     out_dir = Path(out) if out is not None else Path("audits") / Path(str(data)).stem
     out_dir.mkdir(parents=True, exist_ok=True)
