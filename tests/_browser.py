@@ -41,6 +41,8 @@ class PageVisit:
     requests: list[str] = field(default_factory=list)
     probe: Any = None
     screenshot: bytes = b""
+    print_probe: Any = None  # ``probe`` evaluated again under print media
+    pdf: bytes = b""  # the page printed to PDF (A4)
 
 
 class _Pipe:
@@ -120,7 +122,8 @@ class _Pipe:
 
 def visit(browser: str, page: Path, probe: str, *, width: int = 1366, height: int = 768) -> PageVisit:
     """Load ``page`` (a file) at a laptop's viewport, let it settle, evaluate ``probe`` (a JS
-    expression returning JSON-able data) and take a full-page screenshot."""
+    expression returning JSON-able data), take a full-page screenshot, then evaluate ``probe``
+    again under print media and print the page to PDF."""
     with tempfile.TemporaryDirectory() as profile:
         pipe = _Pipe(browser, profile)
         try:
@@ -137,7 +140,12 @@ def visit(browser: str, page: Path, probe: str, *, width: int = 1366, height: in
                                     session=session)["result"].get("value")
             shot = pipe.send("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True},
                              session=session)["data"]
-            result = PageVisit(probe=probe_value, screenshot=base64.b64decode(shot))
+            pipe.send("Emulation.setEmulatedMedia", {"media": "print"}, session=session)
+            print_value = pipe.send("Runtime.evaluate", {"expression": probe, "returnByValue": True},
+                                    session=session)["result"].get("value")
+            pdf = pipe.send("Page.printToPDF", {"paperWidth": 8.27, "paperHeight": 11.69}, session=session)["data"]
+            result = PageVisit(probe=probe_value, screenshot=base64.b64decode(shot), print_probe=print_value,
+                               pdf=base64.b64decode(pdf))
             for event in pipe.events:
                 method, params = event.get("method"), event.get("params", {})
                 if method == "Runtime.consoleAPICalled" and params.get("type") in ("error", "assert"):

@@ -82,7 +82,8 @@ def test_report_opens_in_headless_chromium(full_run: Path, tmp_path: Path):
     """Acceptance 5: no console errors, every section there, a screenshot, no network request."""
     probe = ("JSON.stringify({sections: [...document.querySelectorAll('section')].map(s => s.id), "
              "images: [...document.images].filter(i => i.complete && i.naturalWidth > 0).length, "
-             "all_images: document.images.length, width: document.documentElement.scrollWidth})")
+             "all_images: document.images.length, width: document.documentElement.scrollWidth, "
+             "nav: getComputedStyle(document.querySelector('nav')).display})")
     result = visit(BROWSER, full_run / "report.html", probe)
     assert result.errors == []
     assert result.requests == []
@@ -92,3 +93,7 @@ def test_report_opens_in_headless_chromium(full_run: Path, tmp_path: Path):
     assert seen["width"] <= 1366  # no horizontal scrolling on a laptop screen
     assert result.screenshot[:8] == b"\x89PNG\r\n\x1a\n" and len(result.screenshot) > 50_000
     (tmp_path / "report.png").write_bytes(result.screenshot)
+    printed = json.loads(result.print_probe)  # prints cleanly: no navigation bar, nothing wider than the paper
+    assert seen["nav"] != "none" and printed["nav"] == "none" and printed["sections"] == list(SECTIONS)
+    assert result.pdf.startswith(b"%PDF") and len(result.pdf) > 50_000
+    (tmp_path / "report.pdf").write_bytes(result.pdf)
