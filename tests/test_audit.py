@@ -105,6 +105,7 @@ def test_audit_with_a_runs_recipe(tmp_path: Path):
     ("missing-run", "not found"),
     ("folds", "folds=1"),
     ("missing-file", "not found"),
+    ("language-model", "checks classification data"),
 ])
 def test_audit_bad_input_is_one_line_and_exit_2(case, expected, tmp_path: Path, capsys):
     data = tmp_path / "bad.npz"
@@ -116,6 +117,10 @@ def test_audit_bad_input_is_one_line_and_exit_2(case, expected, tmp_path: Path, 
         argv += ["--folds", "1"]
     elif case == "missing-file":
         argv[2] = str(tmp_path / "absent.npz")
+    elif case == "language-model":
+        (tmp_path / "tiny-shakespeare").mkdir()
+        (tmp_path / "tiny-shakespeare" / "input.txt").write_text("to be, or not to be!\n" * 40)
+        argv[2:3] = ["tiny-shakespeare", f"data.data_dir={tmp_path / 'tiny-shakespeare'}", "data.block_size=8"]
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "\n" not in err and expected in err

@@ -146,7 +146,7 @@ def _load(recipe: ExperimentConfig) -> Dataset:
     """The dataset with no validation split carved out of the training split, so train indices are
     the file's (for named datasets and .npz files with x_train) — unless the file holds x_val."""
     options = recipe.data.loader_options()
-    if recipe.data.name != "sst2":  # SST-2 ships its own dev split
+    if recipe.data.name not in ("sst2", "tiny-shakespeare"):  # their own validation splits
         options["val_fraction"] = 0.0
     return load_dataset(recipe.data.name, data_dir=recipe.data.data_dir, seed=recipe.train.seed, **options)
 
