@@ -16,7 +16,8 @@ ROBUSTNESS = {"clean_accuracy": 0.981, "attacks": [
     {"method": "fgsm", "norm": "linf", "eps": 0.1, "steps": 1, "restarts": 1, "targeted": False,
      "accuracy": 0.62, "success_rate": 0.37, "mean_perturbation": 0.1},
     {"method": "pgd", "norm": "linf", "eps": 0.3, "steps": 40, "restarts": 2, "targeted": False,
-     "accuracy": 0.013, "success_rate": 0.987, "mean_perturbation": 0.29}]}
+     "accuracy": 0.013, "success_rate": 0.987, "mean_perturbation": 0.29}],
+    "masking": [{"check": "single_step_stronger", "message": "FGSM (2.0%) beats 40-step PGD (5.0%) at linf eps=0.3"}]}
 COMPRESSION = {"stages": [
     {"name": "original", "test_accuracy": 0.981, "nonzero_parameters": 61706, "file_bytes": 247000,
      "latency_ms_batch1": 0.21, "throughput_batch256": 91000},
@@ -42,6 +43,7 @@ def test_the_page_holds_every_section_and_embeds_everything(full_run: Path):
     for section in SECTIONS:
         assert f'<section id="{section}">' in page
     assert "pruned+int8" in page and "98.70%" in page  # the PGD row's success rate, formatted
+    assert "FGSM (2.0%) beats 40-step PGD" in page
     images = re.findall(r'<img src="([^"]{0,30})', page)
     assert len(images) >= 5 and all(src.startswith("data:image/png;base64,") for src in images)
     # self-contained: nothing to fetch, no script

@@ -289,7 +289,13 @@ def _robustness(run: Path, spec: dict[str, Any]) -> str:
     fields = ["method", "norm", "eps", "steps", "restarts", "targeted", "accuracy", "success_rate", "mean_perturbation"]
     rows = [[_percent(row.get(f)) if f in ("accuracy", "success_rate") else row.get(f) for f in fields]
             for row in robustness.get("attacks", [])]
-    return html + _table([f.replace("_", " ") for f in fields], rows)
+    html += _table([f.replace("_", " ") for f in fields], rows)
+    flags = [flag for flag in robustness.get("masking", []) if isinstance(flag, dict)]
+    if flags:  # deepnet attack's signs of gradient masking, when it wrote any
+        html += "<p><strong>Signs of gradient masking:</strong></p><ul>" + "".join(
+            f"<li>{escape(str(flag.get('message', flag.get('check', ''))))}</li>" for flag in flags) + "</ul>"
+    html += '<div class="grid">' + _figure(run / "plots" / "robustness_curve.png", "accuracy against the attack budget")
+    return html + _figure(run / "plots" / "adversarial_examples.png", "adversarial examples") + "</div>"
 
 
 def _compression(run: Path, spec: dict[str, Any]) -> str:
