@@ -157,11 +157,69 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     result = evaluate_run(args.run, device=args.device or "auto")
     if "test_accuracy" in result:
         print(f"test_accuracy {100 * result['test_accuracy']:.2f}%  test_loss {result['test_loss']:.4f}")
-        for name, accuracy in result["per_class_accuracy"].items():
-            print(f"  {name:>12}  {100 * accuracy:6.2f}%")
-        print(f"confusion matrix: {Path(args.run) / 'plots' / 'confusion_matrix.png'}")
+        print(f"  {'class':>12}  {'precision':>9}  {'recall':>7}  {'F1':>7}  {'support':>7}")
+        for name, row in result["per_class"].items():
+            print(f"  {name:>12}  {100 * row['precision']:8.2f}%  {100 * row['recall']:6.2f}%  "
+                  f"{100 * row['f1']:6.2f}%  {row['support']:>7}")
+        plots = Path(args.run) / "plots"
+        print(f"confusion matrix: {plots / 'confusion_matrix.png'}")
+        if (plots / "confident_mistakes.png").is_file():
+            print(f"most confident mistakes: {plots / 'confident_mistakes.png'}")
     else:
         print(f"test_loss {result['test_loss']:.4f}")
+    return 0
+
+
+def _cmd_calibrate(args: argparse.Namespace) -> int:
+    from deepnet.calibrate import calibrate
+
+    result = calibrate(args.run, bins=args.bins, device=args.device or "auto")
+    print(f"temperature {result.temperature:.4f} (fitted on {result.val_examples} validation examples: "
+          f"NLL {result.val_nll_before:.4f} → {result.val_nll_after:.4f})")
+    print(f"test ECE {100 * result.ece_before:.2f}% → {100 * result.ece_after:.2f}% ({result.bins} bins); "
+          f"test accuracy {100 * result.accuracy_before:.2f}% → {100 * result.accuracy_after:.2f}%")
+    print(f"written: {Path(args.run) / 'calibration.json'} (predict applies it), "
+          f"{Path(args.run) / 'plots' / 'reliability.png'}")
+    return 0
+
+
+def _cmd_explain(args: argparse.Namespace) -> int:
+    from deepnet.explain import explain
+
+    result = explain(args.run, args.method, samples=args.samples, target=args.target, chunk=args.chunk,
+                     steps=args.steps, device=args.device or "auto")
+    print(f"{args.method}: {len(result.indices)} test examples, target {args.target}")
+    if result.completeness_error:
+        print(f"completeness (|sum of attributions - (f(x) - f(baseline))| / |f(x) - f(baseline)|): "
+              f"max {100 * max(result.completeness_error):.3f}%, mean "
+              f"{100 * sum(result.completeness_error) / len(result.completeness_error):.3f}% "
+              f"({args.steps} steps, doubled for the examples above 1%)")
+    print(f"written: {result.image}")
+    return 0
+
+
+def _cmd_audit(args: argparse.Namespace) -> int:
+    from deepnet.audit import audit
+
+    out = Path(args.out) if args.out else Path("audits") / Path(args.data).stem
+    result = audit(args.data, model=args.model, config=args.config, out=out, folds=args.folds,
+                   overrides=list(args.overrides), near_threshold=args.near_threshold, quiet=args.quiet)
+    print(f"audited {args.data}: {', '.join(f'{n} {k}' for k, n in result['splits'].items())} examples "
+          f"in {result['seconds']['total']:.0f} s")
+    print(f"  label issues {len(result['label_issues'])} (out-of-fold accuracy "
+          f"{100 * result['out_of_fold_accuracy']:.2f}%, {result['model']['folds']} folds of {result['model']['name']})")
+    print(f"  duplicates {len(result['duplicates'])} ({sum(r['exact'] for r in result['duplicates'])} exact), "
+          f"leakage {len(result['leakage'])} pairs, train imbalance {result['imbalance_ratio']:.2f}x, "
+          f"outliers: top {len(result['outliers'])}")
+    print(f"written: {out / 'audit.json'}")
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from deepnet.report import build_report
+
+    path = build_report(args.run)
+    print(f"written: {path} ({path.stat().st_size / 1e6:.2f} MB, self-contained; open it in any browser)")
     return 0
 
 
@@ -395,6 +453,42 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("run")
     _add_device(evaluate)
     evaluate.set_defaults(func=_cmd_evaluate)
+
+    calibrate = verbs.add_parser("calibrate", help="temperature scaling on the validation split; ECE and a reliability "
+                                 "diagram; predict then applies it")
+    calibrate.add_argument("run")
+    calibrate.add_argument("--bins", type=int, default=15, help="confidence bins of the ECE (default 15)")
+    _add_device(calibrate)
+    calibrate.set_defaults(func=_cmd_calibrate)
+
+    explain = verbs.add_parser("explain", help="attribution maps of test examples: explanations/<method>.png")
+    explain.add_argument("run")
+    explain.add_argument("--method", default="integrated-gradients",
+                         help="saliency | integrated-gradients (default) | smoothgrad | gradcam | occlusion")
+    explain.add_argument("--samples", type=int, default=16, help="test examples to explain (default 16)")
+    explain.add_argument("--target", default="predicted", help="predicted (default) | true | a class index or name")
+    explain.add_argument("--chunk", type=int, default=8, help="examples per pass; bounds memory (default 8)")
+    explain.add_argument("--steps", type=int, default=64, help="integration steps of integrated gradients (default 64)")
+    _add_device(explain)
+    explain.set_defaults(func=_cmd_explain)
+
+    auditor = verbs.add_parser("audit", help="data quality: label errors, duplicates, train/test leakage, class "
+                               "counts, outliers → OUT/audit.json")
+    auditor.add_argument("--data", required=True, help="digits | mnist | sst2 | file.npz | file.csv | an image folder")
+    recipe = auditor.add_mutually_exclusive_group()
+    recipe.add_argument("--model", metavar="RUN", help="train the cross-validated models with this run's recipe")
+    recipe.add_argument("-c", "--config", help="... or with this config's model and training settings")
+    auditor.add_argument("--out", help="folder for audit.json and the image grids (default audits/<data>)")
+    auditor.add_argument("--folds", type=int, default=4, help="cross-validation folds (default 4)")
+    auditor.add_argument("--near-threshold", type=float, default=0.05,
+                         help="near duplicates: RMS difference per standardised feature at most this (default 0.05)")
+    auditor.add_argument("--quiet", action="store_true")
+    auditor.add_argument("overrides", nargs="*", metavar="section.key=value")
+    auditor.set_defaults(func=_cmd_audit)
+
+    report = verbs.add_parser("report", help="one self-contained HTML page with everything known about a run")
+    report.add_argument("run")
+    report.set_defaults(func=_cmd_report)
 
     predict = verbs.add_parser("predict", help="classify a PNG, .npy or CSV file with a run's model")
     predict.add_argument("run")

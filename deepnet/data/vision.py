@@ -33,9 +33,12 @@ MNIST_MIRRORS = (
 
 
 def split_train_val(x: torch.Tensor, y: torch.Tensor, val_fraction: float, seed: int) -> tuple[Split, Split]:
-    """Carve a seeded, random validation split out of the training data."""
+    """Carve a seeded, random validation split out of the training data. With ``val_fraction``
+    0 the training split keeps the file's order (so ``deepnet audit`` can name examples by it)."""
     if not 0.0 <= val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in [0, 1); received {val_fraction}.")
+    if val_fraction == 0.0:
+        return Split(x, y), Split(x[:0], y[:0])
     order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
     n_val = int(round(len(x) * val_fraction))
     val_idx, train_idx = order[:n_val], order[n_val:]

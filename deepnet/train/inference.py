@@ -54,16 +54,20 @@ class Preprocess(nn.Module):
 
 class InferenceModel(nn.Module):
     """Preprocess → model → softmax. ``forward(x)`` with raw ``x`` ``(B, *input_shape)``
-    returns ``(logits, probabilities)``, each ``(B, num_classes)``."""
+    returns ``(logits, probabilities)``, each ``(B, num_classes)``; the probabilities are
+    ``softmax(logits / temperature)`` (the run's calibration, 1.0 when uncalibrated)."""
 
-    def __init__(self, model: nn.Module, preprocess: Preprocess) -> None:
+    def __init__(self, model: nn.Module, preprocess: Preprocess, temperature: float = 1.0) -> None:
         super().__init__()
         self.preprocess = preprocess
         self.model = model
+        self.temperature = float(temperature)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         logits = self.model(self.preprocess(x)).float()
-        return logits, torch.softmax(logits, dim=-1)
+        if self.temperature == 1.0:
+            return logits, torch.softmax(logits, dim=-1)
+        return logits, torch.softmax(logits / self.temperature, dim=-1)
 
 
 def export_friendly(model: nn.Module) -> nn.Module:
@@ -101,7 +105,7 @@ def inference_model(run: Run) -> InferenceModel:
         )
     preprocess = Preprocess(spec.get("preprocessing", {}), tuple(spec["input_shape"]))
     device = next(run.model.parameters()).device
-    return InferenceModel(run.model, preprocess.to(device)).eval()
+    return InferenceModel(run.model, preprocess.to(device), run.temperature).eval()
 
 
 def inference_metadata(run: Run) -> dict[str, Any]:

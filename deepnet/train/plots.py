@@ -10,7 +10,7 @@ matplotlib.use("Agg")  # files only; never needs a display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-__all__ = ["plot_learning_curves", "plot_confusion_matrix"]
+__all__ = ["as_raw", "displayable", "plot_confusion_matrix", "plot_image_grid", "plot_learning_curves"]
 
 
 def plot_learning_curves(history: list[dict[str, float]], path: Path, *, steps: list[dict[str, float]] | None = None,
@@ -61,6 +61,58 @@ def plot_confusion_matrix(matrix: np.ndarray, class_names: list[str], path: Path
     ax.set(xticks=range(n), yticks=range(n), xticklabels=class_names, yticklabels=class_names,
            xlabel="predicted", ylabel="true", title=title or "Confusion matrix (rows: true class)")
     plt.setp(ax.get_xticklabels(), rotation=45 if max(len(c) for c in class_names) > 2 else 0)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def as_raw(x, preprocessing: dict) -> np.ndarray:
+    """Prepared inputs ``(N, C, H, W)`` back to the raw scale for display: undoes ``normalize``
+    (per channel) and ``standardize`` (per feature; a rare pixel would otherwise outshine the
+    digit in a per-image stretch)."""
+    x = np.asarray(x, dtype=np.float32)
+    kind = preprocessing.get("kind")
+    if kind == "normalize":
+        shape = [1, -1] + [1] * (x.ndim - 2)
+        return x * np.asarray(preprocessing["std"], np.float32).reshape(shape) + np.asarray(
+            preprocessing["mean"], np.float32).reshape(shape)
+    if kind == "standardize":
+        shape = [1, *x.shape[1:]]
+        return x * np.asarray(preprocessing["std"], np.float32).reshape(shape) + np.asarray(
+            preprocessing["mean"], np.float32).reshape(shape)
+    return x
+
+
+def displayable(image: np.ndarray) -> np.ndarray:
+    """A model input ``(C, H, W)`` (any scale, any normalisation) as an ``(H, W)`` grey or
+    ``(H, W, 3)`` colour image in 0..1, stretched to its own range."""
+    image = np.asarray(image, dtype=np.float32)
+    low, high = float(image.min()), float(image.max())
+    image = (image - low) / (high - low) if high > low else np.zeros_like(image)
+    return image[0] if image.shape[0] == 1 else image[:3].transpose(1, 2, 0)
+
+
+def plot_image_grid(images: list[np.ndarray], titles: list[str], path: Path, *, suptitle: str = "",
+                    overlays: list[np.ndarray] | None = None, columns: int = 8) -> None:
+    """A grid of ``(C, H, W)`` images with a title each; ``overlays`` (one ``(H, W)`` map per
+    image, signed) are drawn on top in a red/blue colour map, symmetric about zero."""
+    n = max(len(images), 1)
+    columns = min(columns, n)
+    rows = (n + columns - 1) // columns
+    fig, axes = plt.subplots(rows, columns, figsize=(1.6 * columns, 1.75 * rows + (0.4 if suptitle else 0)), squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i >= len(images):
+            continue
+        shown = displayable(images[i])
+        ax.imshow(shown, cmap="gray" if shown.ndim == 2 else None, vmin=0, vmax=1)
+        if overlays is not None:
+            heat = np.asarray(overlays[i], dtype=np.float32)
+            bound = float(np.abs(heat).max()) or 1.0
+            ax.imshow(heat, cmap="bwr", vmin=-bound, vmax=bound, alpha=0.55)
+        ax.set_title(titles[i], fontsize=7)
+    if suptitle:
+        fig.suptitle(suptitle, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -20,7 +20,7 @@ from torch import nn
 
 from deepnet.config import ConfigError, ExperimentConfig, load_config, save_config
 
-__all__ = ["STEP_FIELDS", "Run", "RunError", "atomic_write", "load_run", "save_weights", "load_weights", "HISTORY_FIELDS"]
+__all__ = ["STEP_FIELDS", "Run", "RunError", "atomic_write", "load_run", "read_temperature", "save_weights", "load_weights", "HISTORY_FIELDS"]
 
 HISTORY_FIELDS = ["epoch", "step", "lr", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "seconds"]
 STEP_FIELDS = ["step", "epoch", "lr", "train_loss"]
@@ -89,6 +89,7 @@ class Run:
     steps: list[dict[str, float]] = field(default_factory=list)  # the training loss every few steps
     metrics: dict[str, float] = field(default_factory=dict)
     directory: Path | None = None
+    temperature: float = 1.0  # softmax temperature from calibration.json (deepnet calibrate); 1 = none
 
     def save(self, directory: str | os.PathLike) -> Path:
         """Write config.yaml, model.json, model.safetensors, history.csv, steps.csv, metrics.json, plots/."""
@@ -162,4 +163,22 @@ def load_run(directory: str | os.PathLike, device: str | torch.device | None = N
     history = read_history(out / "history.csv") if (out / "history.csv").is_file() else []
     steps = read_history(out / "steps.csv") if (out / "steps.csv").is_file() else []
     metrics = json.loads((out / "metrics.json").read_text()) if (out / "metrics.json").is_file() else {}
-    return Run(model=model, config=config, model_spec=spec, history=history, steps=steps, metrics=metrics, directory=out)
+    return Run(model=model, config=config, model_spec=spec, history=history, steps=steps, metrics=metrics,
+               directory=out, temperature=read_temperature(out))
+
+
+def read_temperature(directory: Path) -> float:
+    """The temperature ``deepnet calibrate`` stored in ``calibration.json``; 1.0 when uncalibrated.
+    Probabilities are ``softmax(logits / temperature)``; the predicted class does not change."""
+    path = directory / "calibration.json"
+    if not path.is_file():
+        return 1.0
+    try:
+        temperature = float(json.loads(path.read_text())["temperature"])
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
+        raise RunError(f"{path} holds no readable temperature ({err}). Rerun `deepnet calibrate {directory}` "
+                       "or delete the file.") from None
+    if not temperature > 0:
+        raise RunError(f"{path} holds temperature {temperature}; a temperature must be > 0. "
+                       f"Rerun `deepnet calibrate {directory}`.")
+    return temperature
