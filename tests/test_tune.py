@@ -1,9 +1,11 @@
 """`deepnet tune`: Optuna over the config's search: section; a killed study continues, and
 several workers share one."""
 
+import contextlib
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -38,6 +40,19 @@ def _trials(out: Path) -> list:
     return optuna.load_study(study_name="spec", storage=f"sqlite:///{out / 'tune.db'}").get_trials()
 
 
+def _trial_states_read_only(db: Path) -> list[str]:
+    """The trials' states while the tuner writes the database. Not through optuna: its storage
+    creates the tables when they are missing, and doing that beside the tuner, which is
+    creating them too, fails one of the two with "table studies already exists"."""
+    if not db.is_file():
+        return []
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)) as connection:
+            return [state for (state,) in connection.execute("SELECT state FROM trials ORDER BY number")]
+    except sqlite3.OperationalError:  # no trials table yet, or the tuner holds the lock
+        return []
+
+
 def test_study_summary_and_continuation(spec, tmp_path, capsys):
     out = tmp_path / "out"
     assert main(["tune", "-c", str(spec), "--trials", "3", "--out", str(out), "--quiet"]) == 0
@@ -62,15 +77,9 @@ def test_a_killed_tuner_continues_where_it_stopped(spec, tmp_path):
     deadline = time.time() + 240
     while time.time() < deadline and tuner.poll() is None:
         time.sleep(0.2)
-        if not (out / "tune.db").is_file():
-            continue
-        try:
-            states = [t.state for t in _trials(out)]
-        except KeyError:  # the study is not created yet
-            continue
-        if states:
-            if states.count(optuna.trial.TrialState.COMPLETE) >= 2 and states[-1] == optuna.trial.TrialState.RUNNING:
-                break
+        states = _trial_states_read_only(out / "tune.db")
+        if states.count("COMPLETE") >= 2 and states[-1:] == ["RUNNING"]:
+            break
     tuner.send_signal(signal.SIGKILL)
     tuner.wait()
     before = {t.number: (t.state, t.value, t.params) for t in _trials(out)}
