@@ -391,8 +391,8 @@ def build_parser() -> argparse.ArgumentParser:
                           help="post-training int8 with ONNX Runtime (int8 = static, calibrated on training data)")
     compress.add_argument("--finetune-epochs", type=int, default=2,
                           help="retraining epochs after each pruning round and for the shared weights (default 2)")
-    compress.add_argument("--finetune-lr-ratio", type=float, default=0.1,
-                          help="retraining learning rate as a fraction of the parent run's (default 0.1)")
+    compress.add_argument("--finetune-lr-ratio", type=float, default=1.0,
+                          help="retraining learning rate as a fraction of the parent run's; its schedule restarts (default 1)")
     compress.add_argument("--threads", type=int, default=1, help="CPU threads for retraining and timing (default 1)")
     compress.add_argument("--out", help="the new run directory (default <run>-compressed)")
     compress.add_argument("--quiet", action="store_true")

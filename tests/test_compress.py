@@ -21,6 +21,8 @@ from deepnet.train.run import RunError, load_run
 
 from tests.conftest import blobs
 
+FAST = {"timing_repeats": 3, "timing_seconds": 0.0}  # speed is measured in benchmarks, not here
+
 
 def _error_line(capsys) -> str:
     err = capsys.readouterr().err.strip().splitlines()
@@ -202,10 +204,8 @@ def test_structured_pruning_refuses_other_families():
 
 def test_compress_prune_and_share_then_evaluate(trained, tmp_path, capsys):
     out = tmp_path / "small"
-    assert main(["compress", str(trained), "--prune", "0.8", "--prune-steps", "2", "--share-bits", "4",
-                 "--finetune-epochs", "1", "--out", str(out), "--quiet"]) == 0
-    table = capsys.readouterr().out
-    assert "shared-4bit" in table and "pruned-0.8-step2" in table
+    settings = CompressionSettings(prune=0.8, prune_steps=2, share_bits=4, finetune_epochs=1, **FAST)
+    compress_run(trained, settings, out, quiet=True)
     result = json.loads((out / "compression.json").read_text())
     names = [row["name"] for row in result["stages"]]
     assert names == ["baseline", "pruned-0.8-step1", "pruned-0.8-step2", "shared-4bit"]
@@ -225,7 +225,7 @@ def test_compress_prune_and_share_then_evaluate(trained, tmp_path, capsys):
 
 
 def test_compress_quantize_int8_runs_in_onnx_runtime(trained, tmp_path):
-    result = compress_run(trained, CompressionSettings(quantize="int8-dynamic"), tmp_path / "int8", quiet=True)
+    result = compress_run(trained, CompressionSettings(quantize="int8-dynamic", **FAST), tmp_path / "int8", quiet=True)
     names = [row["name"] for row in result["stages"]]
     assert names == ["baseline", "fp32-onnxruntime", "int8-dynamic"]
     int8 = result["stages"][-1]
@@ -235,8 +235,12 @@ def test_compress_quantize_int8_runs_in_onnx_runtime(trained, tmp_path):
     assert run.model(torch.zeros(2, 1, 8, 8)).shape == (2, 10)
 
 
-def test_compress_structured_writes_a_plain_smaller_run(trained, tmp_path):
-    result = compress_run(trained, CompressionSettings(structured=0.5, finetune_epochs=1), tmp_path / "narrow", quiet=True)
+def test_compress_structured_writes_a_plain_smaller_run(trained, tmp_path, capsys):
+    assert main(["compress", str(trained), "--structured", "0.5", "--finetune-epochs", "1", "--out",
+                 str(tmp_path / "narrow"), "--quiet"]) == 0
+    table = capsys.readouterr().out
+    assert "structured-0.5" in table and "batch-256/s" in table
+    result = json.loads((tmp_path / "narrow" / "compression.json").read_text())
     row = result["stages"][-1]
     assert row["hidden_layers"] == [32, 32]
     run = load_run(tmp_path / "narrow")
@@ -288,7 +292,7 @@ def test_unsupported_model_family(tmp_path, capsys):
 
 def test_corrupt_compressed_file(trained, tmp_path, capsys):
     out = tmp_path / "small"
-    compress_run(trained, CompressionSettings(prune=0.5, finetune_epochs=0), out, quiet=True)
+    compress_run(trained, CompressionSettings(prune=0.5, finetune_epochs=0, **FAST), out, quiet=True)
     path = out / "model.compressed"
     data = bytearray(path.read_bytes())
     data[len(data) // 3] ^= 0x5A

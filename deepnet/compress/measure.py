@@ -46,11 +46,12 @@ def _median_seconds(call: Callable[[], object], repeats: int, min_seconds: float
 
 
 def time_calls(predict: Callable[[torch.Tensor], object], example: torch.Tensor, threads: int = 1,
-               repeats: int = 200) -> dict[str, float]:
+               repeats: int = 300, min_seconds: float = 1.0) -> dict[str, float]:
     """Median batch-1 latency (ms) and batch-256 throughput (samples/s) of ``predict``.
 
-    ``example`` is one input ``(1, *input_shape)``; ``repeats`` timed batch-1 calls (and a
-    tenth as many batch-256 calls, at least 20) follow a warm-up.
+    ``example`` is one input ``(1, *input_shape)``; after a warm-up, at least ``repeats``
+    timed batch-1 calls and a tenth as many batch-256 calls (at least 20), each kind for at
+    least ``min_seconds``.
     """
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -59,12 +60,12 @@ def time_calls(predict: Callable[[torch.Tensor], object], example: torch.Tensor,
         batch = example[:1].repeat(256, *([1] * (example.dim() - 1))).contiguous()
         batch = batch + 0.01 * torch.randn(batch.shape, generator=torch.Generator().manual_seed(0))
         with torch.inference_mode():
-            for _ in range(20):
+            for _ in range(min(20, repeats)):
                 predict(one)
-            for _ in range(3):
+            for _ in range(min(3, repeats)):
                 predict(batch)
-            latency = _median_seconds(lambda: predict(one), repeats, 0.5)
-            per_batch = _median_seconds(lambda: predict(batch), max(20, repeats // 10), 1.0)
+            latency = _median_seconds(lambda: predict(one), repeats, min_seconds)
+            per_batch = _median_seconds(lambda: predict(batch), max(min(20, repeats), repeats // 10), min_seconds)
     finally:
         torch.set_num_threads(previous)
     return {"latency_ms_batch1": 1000 * latency, "throughput_batch256": 256 / per_batch}

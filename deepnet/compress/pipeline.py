@@ -49,9 +49,11 @@ class CompressionSettings:
     share_bits: int | None = None  # 2**bits shared values per tensor
     quantize: str | None = None  # "int8" (static) | "int8-static" | "int8-dynamic"
     finetune_epochs: int = 2  # retraining epochs after each pruning round and for the codebooks
-    finetune_lr_ratio: float = 0.1  # retraining learning rate as a fraction of the parent's
+    finetune_lr_ratio: float = 1.0  # retraining learning rate as a fraction of the parent's (its schedule restarts)
     threads: int = 1  # CPU threads for retraining and timing
     calibration_samples: int = 512  # static int8: training inputs that calibrate activation ranges
+    timing_repeats: int = 300  # timed batch-1 calls per stage (a tenth as many batch-256 calls, at least 20)
+    timing_seconds: float = 1.0  # and at least this long for each batch size
     overrides: list[str] = field(default_factory=list)  # train.* settings for retraining
 
     def check(self) -> None:
@@ -78,8 +80,8 @@ class CompressionSettings:
 class _Stages:
     """Measures each stage into one ``compression.json`` row."""
 
-    def __init__(self, data: Dataset, threads: int, loss: str) -> None:
-        self.data, self.threads, self.loss = data, threads, loss
+    def __init__(self, data: Dataset, settings: CompressionSettings, loss: str) -> None:
+        self.data, self.settings, self.threads, self.loss = data, settings, settings.threads, loss
         self.rows: list[dict[str, Any]] = []
         self.example = data.test.x[:1]
 
@@ -87,7 +89,8 @@ class _Stages:
             counted: nn.Module | None = None, **extra: Any) -> dict[str, Any]:
         test = evaluate_split(model, self.data.test, loss=self.loss)
         nonzero, total = nonzero_parameters(counted if counted is not None else model)
-        speed = time_calls(model, self.example, threads=self.threads)
+        speed = time_calls(model, self.example, threads=self.threads, repeats=self.settings.timing_repeats,
+                           min_seconds=self.settings.timing_seconds)
         baseline = self.rows[0] if self.rows else None
         row = {"name": name, "test_accuracy": test["accuracy"], "test_loss": test["loss"],
                "nonzero_parameters": nonzero, "parameters": total, "sparsity": 1 - nonzero / total,
@@ -151,7 +154,7 @@ def compress_run(parent: str | os.PathLike, settings: CompressionSettings, out: 
     torch.set_num_threads(settings.threads)
     data = load_experiment_data(run.config)
     loss = run.config.train.loss
-    stages = _Stages(data, settings.threads, loss)
+    stages = _Stages(data, settings, loss)
     model, spec = run.model, dict(run.model_spec)
     stages.add("baseline", model, dense_file_bytes(model), note="the parent run: fp32 dense safetensors")
     _say(quiet, _format_row(stages.rows[-1]))
