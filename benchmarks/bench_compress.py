@@ -5,7 +5,8 @@ docs/compression.md, to rerun on a quiet machine.
         runs/mnist-mlp-structured [--threads 1] [--repeats 2000]
 
 For each run: test accuracy, weight file size, median batch-1 latency and median batch-256
-throughput, in the runtime the run uses (PyTorch for safetensors and deepnet-compressed
+throughput (the models timed in turns, so that other work on the machine falls on each
+alike), in the runtime the run uses (PyTorch for safetensors and deepnet-compressed
 runs, ONNX Runtime for int8 runs). The first run (the parent) is also timed as an fp32
 ONNX Runtime graph: the int8 model's same-runtime peer. Ratios are against the parent in
 PyTorch and, for int8, against the parent in ONNX Runtime.
@@ -14,12 +15,13 @@ PyTorch and, for int8, against the parent in ONNX Runtime.
 from __future__ import annotations
 
 import argparse
+import statistics
 import tempfile
+import time
 from pathlib import Path
 
 import torch
 
-from deepnet.compress.measure import time_calls
 from deepnet.compress.quantize import export_onnx
 from deepnet.train.compressed import OnnxClassifier
 from deepnet.train.experiment import load_experiment_data
@@ -28,6 +30,36 @@ from deepnet.train.run import load_run, weights_record
 
 THREADS = 1  # CPU threads for every runtime (intra-op); one keeps figures comparable
 REPEATS = 1000  # timed batch-1 calls per model; a tenth as many batch-256 calls
+
+
+def _interleaved(models: list, example: torch.Tensor, threads: int, repeats: int) -> list[dict[str, float]]:
+    """Median batch-1 latency and batch-256 throughput of each model, timed in turns (one
+    model's calls, then the next's, round after round), so that a load that comes and goes
+    on a shared machine falls on every model alike."""
+    torch.set_num_threads(threads)
+    one = example[:1].contiguous()
+    batch = example[:1].repeat(256, *([1] * (example.dim() - 1))).contiguous()
+    batch = batch + 0.01 * torch.randn(batch.shape, generator=torch.Generator().manual_seed(0))
+    latency: list[list[float]] = [[] for _ in models]
+    per_batch: list[list[float]] = [[] for _ in models]
+    rounds = max(10, repeats // 50)
+    with torch.inference_mode():
+        for model in models:  # warm-up
+            for _ in range(20):
+                model(one)
+            model(batch)
+        for _ in range(rounds):
+            for i, model in enumerate(models):
+                for _ in range(50):
+                    start = time.perf_counter()
+                    model(one)
+                    latency[i].append(time.perf_counter() - start)
+                for _ in range(max(2, repeats // 10 // rounds)):
+                    start = time.perf_counter()
+                    model(batch)
+                    per_batch[i].append(time.perf_counter() - start)
+    return [{"latency_ms_batch1": 1000 * statistics.median(lat), "throughput_batch256": 256 / statistics.median(thr)}
+            for lat, thr in zip(latency, per_batch)]
 
 
 def main() -> None:
@@ -40,30 +72,27 @@ def main() -> None:
     parent = load_run(args.runs[0])
     data = load_experiment_data(parent.config)
     example = data.test.x[:1]
-    rows = []
-
-    def measure(name: str, model, file_bytes: int, runtime: str) -> dict:
-        accuracy = evaluate_split(model, data.test)["accuracy"]
-        speed = time_calls(model, example, threads=args.threads, repeats=args.repeats)
-        rows.append({"name": name, "accuracy": accuracy, "file_bytes": file_bytes, "runtime": runtime, **speed})
-        return rows[-1]
-
-    def file_size(run_dir: Path, spec: dict) -> int:
-        return (run_dir / weights_record(spec)["file"]).stat().st_size
-
-    base = measure(Path(args.runs[0]).name, parent.model, file_size(Path(args.runs[0]), parent.model_spec), "pytorch")
+    entries = []  # (name, model, file bytes, runtime)
     with tempfile.TemporaryDirectory() as tmp:
+        entries.append((Path(args.runs[0]).name, parent.model,
+                        (Path(args.runs[0]) / weights_record(parent.model_spec)["file"]).stat().st_size, "pytorch"))
         export_onnx(parent.model, example, Path(tmp) / "fp32.onnx")
-        onnx_base = measure(f"{Path(args.runs[0]).name} (fp32 ONNX)", OnnxClassifier(Path(tmp) / "fp32.onnx", args.threads),
-                            (Path(tmp) / "fp32.onnx").stat().st_size, "onnxruntime")
+        entries.append((f"{Path(args.runs[0]).name} (fp32 ONNX)", OnnxClassifier(Path(tmp) / "fp32.onnx", args.threads),
+                        (Path(tmp) / "fp32.onnx").stat().st_size, "onnxruntime"))
         for directory in args.runs[1:]:
             run = load_run(directory)
-            runtime = "onnxruntime" if isinstance(run.model, OnnxClassifier) else "pytorch"
-            if runtime == "onnxruntime":
-                run.model = OnnxClassifier(run.model.path, args.threads)
-            measure(Path(directory).name, run.model, file_size(Path(directory), run.model_spec), runtime)
+            model, runtime = run.model, "pytorch"
+            if isinstance(model, OnnxClassifier):
+                model, runtime = OnnxClassifier(model.path, args.threads), "onnxruntime"
+            entries.append((Path(directory).name, model,
+                            (Path(directory) / weights_record(run.model_spec)["file"]).stat().st_size, runtime))
+        accuracies = [evaluate_split(model, data.test)["accuracy"] for _, model, _, _ in entries]
+        speeds = _interleaved([model for _, model, _, _ in entries], example, args.threads, args.repeats)
+    rows = [{"name": name, "accuracy": accuracy, "file_bytes": size, "runtime": runtime, **speed}
+            for (name, _, size, runtime), accuracy, speed in zip(entries, accuracies, speeds)]
+    base, onnx_base = rows[0], rows[1]
 
-    print(f"{args.threads} thread(s), medians of {args.repeats} batch-1 and {max(20, args.repeats // 10)} batch-256 calls")
+    print(f"{args.threads} thread(s); medians of batch-1 and batch-256 calls timed in turns, model after model")
     header = f"{'run':<34}{'accuracy':>9}{'file bytes':>12}{'smaller':>9}{'batch-1 ms':>11}{'faster':>8}" \
              f"{'batch-256/s':>13}{'x fp32':>8}{'x same rt':>10}  runtime"
     print(header)
