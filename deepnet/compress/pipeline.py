@@ -27,7 +27,7 @@ from deepnet.train import fit
 from deepnet.train.compressed import COMPRESSED_FORMAT, ONNX_INT8_FORMAT, OnnxClassifier, write_compressed
 from deepnet.train.experiment import load_experiment_data
 from deepnet.train.loop import evaluate_split
-from deepnet.train.run import Run, RunError, atomic_write, load_run, save_weights, weights_record
+from deepnet.train.run import Run, atomic_write, load_run, save_weights, weights_record
 
 from deepnet.compress.measure import dense_file_bytes, nonzero_parameters, time_calls
 from deepnet.compress.pruning import (HoldMasks, check_fraction, check_structured_supported, magnitude_masks,
