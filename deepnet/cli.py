@@ -238,6 +238,7 @@ def _cmd_compress(args: argparse.Namespace) -> int:
     from deepnet.compress import CompressionSettings, compress_run
 
     settings = CompressionSettings(prune=args.prune, prune_scope=args.prune_scope, prune_steps=args.prune_steps,
+                                   prune_min_density=args.prune_min_density,
                                    structured=args.structured, share_bits=args.share_bits, quantize=args.quantize,
                                    finetune_epochs=args.finetune_epochs, finetune_lr_ratio=args.finetune_lr_ratio,
                                    threads=args.threads, overrides=list(args.overrides))
@@ -381,6 +382,8 @@ def build_parser() -> argparse.ArgumentParser:
                           help="magnitude pruning: the fraction of parameters set to zero (e.g. 0.92)")
     compress.add_argument("--prune-scope", choices=("global", "layer"), default="global",
                           help="one threshold over all layers (default) or the same fraction in each layer")
+    compress.add_argument("--prune-min-density", type=float, default=0.0, metavar="FRACTION",
+                          help="global pruning: each layer keeps at least this fraction of its weights (default 0)")
     compress.add_argument("--prune-steps", type=int, default=1,
                           help="prune → retrain rounds reaching --prune (default 1: one-shot)")
     compress.add_argument("--structured", type=float, metavar="FRACTION",

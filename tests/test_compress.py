@@ -116,6 +116,17 @@ def test_global_pruning_removes_the_fraction_of_all_parameters():
     assert pruned.max() <= kept.min()  # by magnitude, over all layers at once
 
 
+def test_global_pruning_keeps_a_minimum_density_per_layer():
+    torch.manual_seed(0)
+    model = create_model("mlp", input_shape=(20,), num_classes=3, width=16)
+    with torch.no_grad():
+        model.classifier.weight.mul_(1e-3)  # a global threshold alone would strip this layer bare
+    assert not magnitude_masks(model, 0.6)["classifier.weight"].any()
+    assert magnitude_masks(model, 0.6, min_density=0.2)["classifier.weight"].float().mean() >= 0.2
+    with pytest.raises(ValueError, match="--prune-min-density"):
+        magnitude_masks(model, 0.9, min_density=0.5)
+
+
 def test_layer_pruning_prunes_each_layer_alike():
     model = create_model("lenet5")
     for name, mask in magnitude_masks(model, 0.75, "layer").items():
@@ -150,6 +161,16 @@ def test_kmeans_matches_a_brute_force_assignment():
     assert torch.equal(assignment, nearest)
     for k in range(8):  # Lloyd's fixed point: each centroid is its cluster's mean
         assert torch.isclose(centroids[k], values[assignment == k].mean(), atol=1e-5)
+
+
+def test_pruned_tensors_too_small_to_share_stay_pruned(trained, tmp_path):
+    settings = CompressionSettings(prune=0.97, share_bits=5, finetune_epochs=1, **FAST)
+    pruned, shared = compress_run(trained, settings, tmp_path / "s", quiet=True)["stages"][1:]
+    run = load_run(tmp_path / "s")
+    small = [name for name, p in run.model.named_parameters() if p.dim() > 1 and 0 < int((p != 0).sum()) <= 32]
+    assert small  # some pruned tensors hold too few values to share: they must not regrow either
+    assert shared["nonzero_parameters"] <= pruned["nonzero_parameters"]
+    assert shared["sparsity"] >= 0.97 - 1e-3
 
 
 def test_shared_weights_train_their_centroids(blob_data):

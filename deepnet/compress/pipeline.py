@@ -31,7 +31,7 @@ from deepnet.train.run import Run, atomic_write, load_run, save_weights, weights
 
 from deepnet.compress.measure import dense_file_bytes, nonzero_parameters, time_calls
 from deepnet.compress.pruning import (HoldMasks, check_fraction, check_structured_supported, magnitude_masks,
-                                      sparsity_schedule, structured_prune_mlp)
+                                      prunable_weights, sparsity_schedule, structured_prune_mlp)
 from deepnet.compress.quantize import QUANTIZE_MODES, export_onnx, quantize_onnx
 from deepnet.compress.sharing import release_sharing, share_weights
 
@@ -45,6 +45,7 @@ class CompressionSettings:
     prune: float | None = None  # fraction of all parameters set to zero (magnitude pruning)
     prune_scope: str = "global"  # "global" | "layer"
     prune_steps: int = 1  # rounds of prune → retrain (1: one-shot)
+    prune_min_density: float = 0.0  # global scope: each layer keeps at least this fraction of its weights
     structured: float | None = None  # fraction of each hidden layer's units removed
     share_bits: int | None = None  # 2**bits shared values per tensor
     quantize: str | None = None  # "int8" (static) | "int8-static" | "int8-dynamic"
@@ -169,7 +170,7 @@ def compress_run(parent: str | os.PathLike, settings: CompressionSettings, out: 
             _say(quiet, _format_row(stages.rows[-1]))
         if settings.prune is not None:
             for i, sparsity in enumerate(sparsity_schedule(settings.prune, settings.prune_steps)):
-                masks = magnitude_masks(model, sparsity, settings.prune_scope)
+                masks = magnitude_masks(model, sparsity, settings.prune_scope, settings.prune_min_density)
                 _retrain(model, run, data, settings, settings.finetune_epochs, [HoldMasks(model, masks)], quiet)
                 HoldMasks(model, masks).on_train_end({})  # the masks hold even without retraining
                 name = f"pruned-{settings.prune:g}" + (f"-step{i + 1}" if settings.prune_steps > 1 else "")
@@ -178,8 +179,12 @@ def compress_run(parent: str | os.PathLike, settings: CompressionSettings, out: 
                 _say(quiet, _format_row(stages.rows[-1]))
         weights = {"format": "safetensors", "file": "model.safetensors"}
         if settings.share_bits is not None:
+            # Pruned tensors too small to share keep their zeros by masks while the rest retrains.
+            zeros = {name: w.detach() != 0 for name, w in prunable_weights(model).items() if bool((w == 0).any())}
             shared = share_weights(model, settings.share_bits)
-            _retrain(model, run, data, settings, settings.finetune_epochs, [], quiet)
+            unshared = {name: mask for name, mask in zeros.items() if name in dict(model.named_parameters())}
+            _retrain(model, run, data, settings, settings.finetune_epochs, [HoldMasks(model, unshared)], quiet)
+            HoldMasks(model, unshared).on_train_end({})
             release_sharing(shared)
             with torch.no_grad():  # the rest is stored in fp16 too
                 for p in model.parameters():

@@ -35,15 +35,21 @@ def prunable_weights(model: nn.Module) -> dict[str, nn.Parameter]:
             for name, module in model.named_modules() if isinstance(module, PRUNABLE)}
 
 
-def magnitude_masks(model: nn.Module, sparsity: float, scope: Literal["global", "layer"] = "global") -> dict[str, torch.Tensor]:
+def magnitude_masks(model: nn.Module, sparsity: float, scope: Literal["global", "layer"] = "global",
+                    min_density: float = 0.0) -> dict[str, torch.Tensor]:
     """Masks (True = kept) that zero the smallest-magnitude weights.
 
     ``global``: one threshold over every prunable weight, removing ``sparsity`` of *all* the
     model's parameters (biases and norms are kept and count as kept), so that layers with
-    more redundancy lose more. ``layer``: each weight tensor loses ``sparsity`` of its own
-    entries. Weights that are already zero are counted among the removed.
+    more redundancy lose more; each layer still keeps its ``min_density`` largest weights
+    (a global threshold can otherwise strip a small layer, such as the output layer, bare).
+    ``layer``: each weight tensor loses ``sparsity`` of its own entries. Weights that are
+    already zero are counted among the removed.
     """
     check_fraction(sparsity, "--prune")
+    if not 0 <= min_density < 1:
+        raise ValueError(f"Received an invalid value for `--prune-min-density`: expected a fraction in [0, 1). "
+                         f"Received: --prune-min-density {min_density!r}")
     weights = prunable_weights(model)
     if not weights:
         raise ValueError(f"{type(model).__name__} has no linear or convolution layer to prune.")
@@ -57,8 +63,18 @@ def magnitude_masks(model: nn.Module, sparsity: float, scope: Literal["global", 
     if scope != "global":
         raise ValueError(f"Received an invalid value for `scope`: expected 'global' or 'layer'. Received: {scope!r}")
     total = sum(p.numel() for p in model.parameters())
-    magnitudes = torch.cat([w.detach().abs().flatten() for w in weights.values()])
+    magnitudes = []
+    for w in weights.values():
+        magnitude = w.detach().abs().flatten().clone()
+        protected = int(math.ceil(min_density * w.numel()))
+        if protected:  # ranked last: removed only if nothing else is left
+            magnitude[magnitude.topk(protected).indices] = float("inf")
+        magnitudes.append(magnitude)
+    magnitudes = torch.cat(magnitudes)
     remove = min(int(round(sparsity * total)), magnitudes.numel())
+    if int(torch.isinf(magnitudes).sum()) > magnitudes.numel() - remove:
+        raise ValueError(f"--prune-min-density {min_density} keeps more weights than --prune {sparsity} leaves: "
+                         f"lower it below about {1 - sparsity:.3f}.")
     if remove == 0:
         return {name: torch.ones_like(w, dtype=torch.bool) for name, w in weights.items()}
     # Ranks, not a threshold: ties at the threshold (many zeros) must not remove more than asked.
