@@ -292,6 +292,28 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_compress(args: argparse.Namespace) -> int:
+    from deepnet.compress import CompressionSettings, compress_run
+
+    settings = CompressionSettings(prune=args.prune, prune_scope=args.prune_scope, prune_steps=args.prune_steps,
+                                   prune_min_density=args.prune_min_density,
+                                   structured=args.structured, share_bits=args.share_bits, quantize=args.quantize,
+                                   finetune_epochs=args.finetune_epochs, finetune_lr_ratio=args.finetune_lr_ratio,
+                                   threads=args.threads, overrides=list(args.overrides))
+    result = compress_run(args.run, settings, args.out, quiet=args.quiet)
+    header = ("stage", "accuracy", "nonzero", "file bytes", "ratio", "batch-1 ms", "batch-256/s", "runtime")
+    rows = [(row["name"], f"{100 * row['test_accuracy']:.2f}%", f"{row['nonzero_parameters']:,}", f"{row['file_bytes']:,}",
+             f"{row.get('compression_ratio', 1.0):.1f}x", f"{row['latency_ms_batch1']:.3f}",
+             f"{row['throughput_batch256']:,.0f}", row["runtime"]) for row in result["stages"]]
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        print("  ".join(cell.rjust(width) if i else cell.ljust(width) for i, (cell, width) in enumerate(zip(row, widths))))
+    out = Path(result["directory"])
+    print(f"run: {out}  ({result['file']}; {out / 'compression.json'}, {out / 'plots' / 'compression.png'}; "
+          f"timings on {args.threads} thread(s))")
+    return 0
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     from deepnet.serve import ServeSettings, serve
 
@@ -516,6 +538,32 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--format", choices=["onnx", "exported-program"], default="onnx")
     export.add_argument("--out", help="output file (default RUN/model.onnx or RUN/model.pt2)")
     export.set_defaults(func=_cmd_export)
+
+    compress = verbs.add_parser("compress", help="prune, share weights or quantize a run; a new, smaller run with each stage measured")
+    compress.add_argument("run", help="the trained run to compress")
+    compress.add_argument("--prune", type=float, metavar="FRACTION",
+                          help="magnitude pruning: the fraction of parameters set to zero (e.g. 0.92)")
+    compress.add_argument("--prune-scope", choices=("global", "layer"), default="global",
+                          help="one threshold over all layers (default) or the same fraction in each layer")
+    compress.add_argument("--prune-min-density", type=float, default=0.0, metavar="FRACTION",
+                          help="global pruning: each layer keeps at least this fraction of its weights (default 0)")
+    compress.add_argument("--prune-steps", type=int, default=1,
+                          help="prune → retrain rounds reaching --prune (default 1: one-shot)")
+    compress.add_argument("--structured", type=float, metavar="FRACTION",
+                          help="remove this fraction of each hidden layer's units and rebuild the MLP smaller")
+    compress.add_argument("--share-bits", type=int, metavar="BITS",
+                          help="trained weight sharing: 2**BITS shared values per layer, stored Huffman-coded")
+    compress.add_argument("--quantize", choices=("int8", "int8-static", "int8-dynamic"),
+                          help="post-training int8 with ONNX Runtime (int8 = static, calibrated on training data)")
+    compress.add_argument("--finetune-epochs", type=int, default=2,
+                          help="retraining epochs after each pruning round and for the shared weights (default 2)")
+    compress.add_argument("--finetune-lr-ratio", type=float, default=1.0,
+                          help="retraining learning rate as a fraction of the parent run's; its schedule restarts (default 1)")
+    compress.add_argument("--threads", type=int, default=1, help="CPU threads for retraining and timing (default 1)")
+    compress.add_argument("--out", help="the new run directory (default <run>-compressed)")
+    compress.add_argument("--quiet", action="store_true")
+    compress.add_argument("overrides", nargs="*", metavar="train.key=value", help="retraining settings")
+    compress.set_defaults(func=_cmd_compress)
 
     serve = verbs.add_parser("serve", help="an HTTP inference server for a run (POST /predict, /metrics, /docs)")
     serve.add_argument("run")

@@ -131,3 +131,14 @@ def mlp(
     ``hidden_layers=(256, 128)`` gives each hidden layer its own width instead)."""
     return _create_mlp(input_shape=input_shape, num_classes=num_classes, depth=depth, width=width,
                        activation=activation, norm=norm, dropout=dropout, init=init, hidden_layers=hidden_layers)
+
+
+@register_model(
+    family="dense", year=1998, input_kind="vector", published_parameters=266_610, published_layers=3,
+    paper="LeCun, Bottou, Bengio & Haffner, Gradient-based learning applied to document recognition, Proc. IEEE 1998",
+    tiny={"input_shape": (1, 8, 8), "num_classes": 10},
+)
+def lenet300_100(input_shape: tuple[int, ...] = (1, 28, 28), num_classes: int = 10) -> MLP:
+    """LeNet-300-100: the 784-300-100-10 fully connected network of LeCun et al. 1998, the one
+    Han et al. 2015 prune (266,610 parameters on MNIST)."""
+    return _create_mlp(input_shape=input_shape, num_classes=num_classes, hidden_layers=(300, 100))

@@ -20,7 +20,8 @@ from torch import nn
 
 from deepnet.config import ConfigError, ExperimentConfig, load_config, save_config
 
-__all__ = ["STEP_FIELDS", "Run", "RunError", "atomic_write", "load_run", "read_temperature", "save_weights", "load_weights", "HISTORY_FIELDS"]
+__all__ = ["STEP_FIELDS", "Run", "RunError", "atomic_write", "load_model", "load_run", "read_temperature", "save_weights",
+           "load_weights", "weights_record", "HISTORY_FIELDS"]
 
 HISTORY_FIELDS = ["epoch", "step", "lr", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "seconds"]
 STEP_FIELDS = ["step", "epoch", "lr", "train_loss"]
@@ -136,25 +137,54 @@ def build_model_from_spec(spec: dict[str, Any]) -> nn.Module:
     return create_model(spec["name"], **args)
 
 
+def weights_record(spec: dict[str, Any]) -> dict[str, str]:
+    """Where a run keeps its weights and in which format (``model.json``'s ``weights``; plain
+    runs have none: ``model.safetensors``). ``deepnet compress`` writes the other formats."""
+    from deepnet.train.compressed import COMPRESSED_FORMAT, ONNX_INT8_FORMAT
+
+    record = spec.get("weights") or {"format": "safetensors", "file": "model.safetensors"}
+    known = ("safetensors", COMPRESSED_FORMAT, ONNX_INT8_FORMAT)
+    if not isinstance(record, dict) or record.get("format") not in known or not isinstance(record.get("file"), str) \
+            or Path(record["file"]).name != record["file"]:
+        raise RunError(f"model.json's weights record {record!r} is not one of the formats {', '.join(known)} "
+                       "with a file name inside the run directory. Was model.json edited?")
+    return record
+
+
+def load_model(spec: dict[str, Any], path: Path, format: str = "safetensors") -> nn.Module:
+    """The model of ``spec`` with the weights of ``path`` in ``format`` (see :func:`weights_record`)."""
+    from deepnet.train import compressed
+
+    if format == compressed.ONNX_INT8_FORMAT:
+        return compressed.load_onnx_int8(path)
+    model = build_model_from_spec(spec)
+    if format == compressed.COMPRESSED_FORMAT:
+        compressed.read_compressed(model, path)
+    else:
+        load_weights(model, path)
+    return model
+
+
 def load_run(directory: str | os.PathLike, device: str | torch.device | None = None) -> Run:
     """Rebuild the model of a run directory and load its weights, config, history, metrics;
     the model goes to ``device`` (``auto`` | ``cpu`` | ``cuda[:N]`` | ``mps``; default: the CPU)."""
     out = Path(directory)
     if not out.is_dir():
         raise RunError(f"Run directory {out} not found. Train one first: deepnet train ... --out {out}")
-    for name in ("model.json", "model.safetensors"):
-        if not (out / name).is_file():
-            raise RunError(f"{out} has no {name}: the run did not finish. Resume it with `deepnet train --resume {out}`.")
+    if not (out / "model.json").is_file():
+        raise RunError(f"{out} has no model.json: the run did not finish. Resume it with `deepnet train --resume {out}`.")
     try:
         spec = json.loads((out / "model.json").read_text())
     except json.JSONDecodeError as err:
         raise RunError(f"{out / 'model.json'} is not valid JSON ({err}).") from None
+    weights = weights_record(spec)
+    if not (out / weights["file"]).is_file():
+        raise RunError(f"{out} has no {weights['file']}: the run did not finish. Resume it with `deepnet train --resume {out}`.")
     try:
         config = load_config(out / "config.yaml") if (out / "config.yaml").is_file() else ExperimentConfig()
     except ConfigError as err:
         raise RunError(str(err)) from None
-    model = build_model_from_spec(spec)
-    load_weights(model, out / "model.safetensors")
+    model = load_model(spec, out / weights["file"], weights["format"])
     if device is not None:
         from deepnet.train.devices import resolve_device
 
