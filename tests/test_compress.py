@@ -17,6 +17,7 @@ from deepnet.models import create_model
 from deepnet.train import fit
 from deepnet.train.compressed import (CompressedFileError, decode_state, encode_state, huffman_decode,
                                       huffman_encode, huffman_lengths)
+from deepnet.train.inference import inference_model
 from deepnet.train.run import RunError, load_run
 
 from tests.conftest import blobs
@@ -254,6 +255,27 @@ def test_compress_quantize_int8_runs_in_onnx_runtime(trained, tmp_path):
     assert abs(int8["test_accuracy"] - result["stages"][0]["test_accuracy"]) < 0.05
     run = load_run(tmp_path / "int8")
     assert run.model(torch.zeros(2, 1, 8, 8)).shape == (2, 10)
+
+
+def test_an_int8_run_is_served_and_export_says_why_not(trained, tmp_path, capsys):
+    from fastapi.testclient import TestClient
+
+    from deepnet.serve import ServeSettings, create_app
+
+    compress_run(trained, CompressionSettings(quantize="int8-dynamic", **FAST), tmp_path / "int8", quiet=True)
+    expected = load_run(trained)
+    x = np.random.default_rng(0).uniform(0, 16, (4, 8, 8)).astype(np.float32)  # raw digits pixels
+    with TestClient(create_app(ServeSettings(str(tmp_path / "int8"), max_wait_ms=0))) as client:
+        assert client.get("/metadata").json()["runtime"] == "torch + onnxruntime int8"
+        answer = client.post("/predict", json={"inputs": x.tolist()})
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["model_version"].startswith("int8@")  # the int8 file's digest
+    with torch.no_grad():
+        fp32 = inference_model(expected)(torch.from_numpy(x[:, None]))[1].numpy()
+    assert (np.asarray(answer.json()["probabilities"]).argmax(1) == fp32.argmax(1)).mean() >= 0.75
+    assert main(["export", str(tmp_path / "int8")]) == 2
+    line = _error_line(capsys)
+    assert "is an int8 run of `deepnet compress`" in line and f"deepnet serve {tmp_path / 'int8'}" in line
 
 
 def test_compress_structured_writes_a_plain_smaller_run(trained, tmp_path, capsys):

@@ -166,6 +166,24 @@ def test_micro_batcher_groups_splits_and_fails_requests_not_itself():
     assert calls == [4, 2, 9, 1, 1] and big.shape == (9, 2) and float(after[0, 0]) == 2
 
 
+def test_a_halving_batcher_takes_half_of_the_waiting_requests():
+    calls = []
+
+    def model(x):
+        calls.append(len(x))
+        return x
+
+    async def scenario():
+        batcher = MicroBatcher(model, max_batch=64, max_wait_s=0, halve=True)
+        await batcher.start()
+        # 9 requests queue before the batcher runs: 5 (half, rounded up), then 2, 1, 1.
+        await asyncio.gather(*(batcher.submit(np.zeros((1, 2), np.float32)) for _ in range(9)))
+        await batcher.stop()
+
+    asyncio.run(scenario())
+    assert calls == [5, 2, 1, 1]
+
+
 def test_micro_batcher_settings_are_checked():
     with pytest.raises(ValueError, match=r"max_batch must be a positive integer; received 0"):
         MicroBatcher(lambda x: x, max_batch=0, max_wait_s=0)

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from deepnet.train.compressed import ONNX_INT8_FORMAT
 from deepnet.train.inference import export_friendly, inference_metadata, inference_model
 from deepnet.train.run import atomic_write, load_run
 
@@ -63,6 +64,12 @@ def export_run(directory: str | os.PathLike, format: Format = "onnx", out: str |
     if format not in FORMATS:
         raise ValueError(f"Unknown export format {format!r}; expected one of {', '.join(FORMATS)}.")
     run = load_run(directory)
+    weights = run.model_spec.get("weights") or {}
+    if weights.get("format") == ONNX_INT8_FORMAT:
+        raise ExportError(f"{directory} is an int8 run of `deepnet compress`: its model is already ONNX "
+                          f"({Path(directory) / weights['file']}, taking preprocessed inputs). Serve it with "
+                          f"`deepnet serve {directory}` (which adds the preprocessing), or export the fp32 "
+                          f"parent run {run.model_spec.get('parent')}.")
     graph = inference_model(run)
     path = Path(out) if out is not None else Path(directory) / FORMATS[format]
     return export_model(graph, inference_metadata(run), path, format)

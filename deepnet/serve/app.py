@@ -249,7 +249,7 @@ def create_app(settings: ServeSettings) -> _Server:
     if max_wait_ms is None:
         max_wait_ms = 0.0 if runtime.device == "cpu" else GPU_MAX_WAIT_MS
     batcher = MicroBatcher(runtime.predict, settings.max_batch, max_wait_ms / 1000,
-                           on_batch=metrics.batch_size.observe)
+                           on_batch=metrics.batch_size.observe, halve=runtime.device == "cpu")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

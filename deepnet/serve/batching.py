@@ -31,12 +31,18 @@ class MicroBatcher:
     """``await submit(x)`` with ``x`` ``(n, *input_shape)`` returns ``predict``'s rows for it."""
 
     def __init__(self, predict: Callable[[np.ndarray], np.ndarray], max_batch: int, max_wait_s: float,
-                 on_batch: Callable[[int], None] = lambda size: None) -> None:
+                 on_batch: Callable[[int], None] = lambda size: None, halve: bool = False) -> None:
+        """``halve``: a batch takes at most half of the requests waiting (up to ``max_batch``),
+        the rest form the next one. When the event loop and the model share a few CPU cores,
+        this keeps both busy: the first half's answers go out, and their clients' next requests
+        are parsed, while the model runs the second half. Taking all at once leaves them
+        taking turns (batches alternating large and small; measured in docs/serving.md)."""
         if max_batch < 1:
             raise ValueError(f"max_batch must be a positive integer; received {max_batch}.")
         if max_wait_s < 0:
             raise ValueError(f"max_wait_ms must be zero or positive; received {max_wait_s * 1000:g}.")
         self.predict, self.max_batch, self.max_wait_s, self.on_batch = predict, max_batch, max_wait_s, on_batch
+        self.halve = halve
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue()  # binds to a loop at first use
         self._carried: _Pending | None = None  # arrived while a batch was full: first of the next
         self._task: asyncio.Task | None = None
@@ -90,7 +96,10 @@ class MicroBatcher:
         self._carried = None
         batch, size = [first], len(first.x)
         deadline = first.arrived + self.max_wait_s
-        while size < self.max_batch:
+        limit = self.max_batch
+        if self.halve:  # half of the waiting requests (rounded up): see __init__
+            limit = min(limit, max(size, (self._queue.qsize() + 2) // 2))
+        while size < limit:
             try:
                 pending = self._queue.get_nowait()
             except asyncio.QueueEmpty:
@@ -101,7 +110,7 @@ class MicroBatcher:
                     pending = await asyncio.wait_for(self._queue.get(), remaining)
                 except TimeoutError:
                     break
-            if size + len(pending.x) > self.max_batch:
+            if size + len(pending.x) > limit:
                 self._carried = pending
                 break
             batch.append(pending)

@@ -13,6 +13,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from deepnet.train.compressed import ONNX_INT8_FORMAT
 from deepnet.train.inference import inference_metadata, inference_model
 from deepnet.train.run import RunError, load_run
 
@@ -58,14 +59,22 @@ class OnnxRuntime(Runtime):
 
 
 class TorchRuntime(Runtime):
+    """The run's weights through the inference graph. An int8 run of ``deepnet compress``
+    (``model.int8.onnx``) runs the same way: its model is ONNX Runtime behind a module's call,
+    with the preprocessing and softmax around it in PyTorch."""
+
     name = "torch"
 
     def __init__(self, directory: Path, threads: int, device: str) -> None:
         run = load_run(directory, device=device)
         self.graph = inference_model(run)
         self.metadata = inference_metadata(run)
-        self.version = _version(directory / "model.safetensors")
-        self._device = next(self.graph.parameters()).device
+        weights = run.model_spec.get("weights") or {"format": "safetensors", "file": "model.safetensors"}
+        if weights["format"] == ONNX_INT8_FORMAT:
+            self.name = "torch + onnxruntime int8"
+        self.version = _version(directory / weights["file"])
+        tensor = next(iter(self.graph.parameters()), None)
+        self._device = tensor.device if tensor is not None else torch.device("cpu")
         self.device = str(self._device) if self._device.type != "cpu" else "cpu"
         self.threads = threads
 

@@ -104,7 +104,9 @@ def inference_model(run: Run) -> InferenceModel:
             f"({spec.get('name')}). Use `deepnet sample` for language models."
         )
     preprocess = Preprocess(spec.get("preprocessing", {}), tuple(spec["input_shape"]))
-    device = next(run.model.parameters()).device
+    # An int8 run's model is ONNX Runtime behind a module's call, with no parameters: the CPU.
+    tensor = next(iter(run.model.parameters()), None)
+    device = tensor.device if tensor is not None else torch.device("cpu")
     return InferenceModel(run.model, preprocess.to(device), run.temperature).eval()
 
 
