@@ -183,6 +183,18 @@ def test_a_halving_batcher_takes_half_of_the_waiting_requests():
     asyncio.run(scenario())
     assert calls == [5, 2, 1, 1]
 
+    async def alone_then_company():  # a request alone waits max_wait for company, halving or not
+        batcher = MicroBatcher(model, max_batch=64, max_wait_s=0.5, halve=True)
+        await batcher.start()
+        first = asyncio.ensure_future(batcher.submit(np.zeros((1, 2), np.float32)))
+        await asyncio.sleep(0.05)
+        await asyncio.gather(first, *(batcher.submit(np.zeros((1, 2), np.float32)) for _ in range(3)))
+        await batcher.stop()
+
+    calls.clear()
+    asyncio.run(alone_then_company())
+    assert calls == [4]
+
 
 def test_micro_batcher_settings_are_checked():
     with pytest.raises(ValueError, match=r"max_batch must be a positive integer; received 0"):

@@ -33,7 +33,7 @@ class MicroBatcher:
     def __init__(self, predict: Callable[[np.ndarray], np.ndarray], max_batch: int, max_wait_s: float,
                  on_batch: Callable[[int], None] = lambda size: None, halve: bool = False) -> None:
         """``halve``: a batch takes at most half of the requests waiting (up to ``max_batch``),
-        the rest form the next one. When the event loop and the model share a few CPU cores,
+        the rest form the next one; a request waiting alone still waits ``max_wait`` for company. When the event loop and the model share a few CPU cores,
         this keeps both busy: the first half's answers go out, and their clients' next requests
         are parsed, while the model runs the second half. Taking all at once leaves them
         taking turns (batches alternating large and small; measured in docs/serving.md)."""
@@ -97,8 +97,8 @@ class MicroBatcher:
         batch, size = [first], len(first.x)
         deadline = first.arrived + self.max_wait_s
         limit = self.max_batch
-        if self.halve:  # half of the waiting requests (rounded up): see __init__
-            limit = min(limit, max(size, (self._queue.qsize() + 2) // 2))
+        if self.halve and self._queue.qsize() > 0:  # half of the waiting requests, rounded up (see __init__);
+            limit = min(limit, max(size, (self._queue.qsize() + 2) // 2))  # a lone one may wait for company
         while size < limit:
             try:
                 pending = self._queue.get_nowait()
