@@ -15,6 +15,7 @@ from sklearn.datasets import load_digits
 
 from deepnet.evaluate import predict, prepare_inputs
 from deepnet.serve import MicroBatcher, ServeSettings, create_app
+from deepnet.serve.access_log import AccessLog
 from deepnet.train.run import RunError, load_run
 
 from _served_run import make_served_run
@@ -113,11 +114,12 @@ def test_metrics_count_requests_latency_and_batches(client):
     assert 'deepnet_batch_size_bucket{le="4.0"}' in text and "deepnet_examples_total" in text
 
 
-def test_one_log_line_per_request(client, caplog):
-    with caplog.at_level("INFO", logger="deepnet.serve"):
+def test_one_log_line_per_request(run_dir, capsys):
+    # The access log is written in batches, and when the server stops: read it after the stop.
+    with TestClient(create_app(ServeSettings(str(run_dir), max_wait_ms=0))) as client:
         client.post("/predict", json={"inputs": DIGITS[0].tolist()})
         client.get("/nope")
-    lines = [r.getMessage() for r in caplog.records if r.name == "deepnet.serve"]
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("INFO:")]
     assert len(lines) == 2
     assert "POST '/predict' 200" in lines[0] and "examples=1" in lines[0] and "ms" in lines[0]
     assert "GET '/nope' 404" in lines[1]
@@ -350,3 +352,32 @@ def test_text_classifier_takes_texts_and_token_ids(text_run):
         _problem(text.post("/predict", json={"inputs": [[1.5, 0, 0, 0, 0, 0]]}), 422, "integer token ids")
         _problem(text.post("/predict", json={"texts": "good"}), 422, "texts must be a non-empty list of strings")
         _problem(text.post("/predict", json={"images": ["AAAA"]}), 422, "reads tokens inputs of shape (6,), not images")
+
+
+class _Writes(io.StringIO):
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[str] = []
+
+    def write(self, text: str) -> int:
+        self.writes.append(text)
+        return super().write(text)
+
+
+def test_access_log_writes_whole_lines_in_atomic_chunks():
+    stream = _Writes()
+    log = AccessLog(stream=stream)
+    log.add(("127.0.0.1", 5000), "POST", "/predict", 200, 0.0012, 1)  # no event loop: written at once
+    assert stream.getvalue() == "INFO:     127.0.0.1:5000 POST '/predict' 200 1.2ms examples=1\n"
+
+    async def many_requests() -> int:
+        for i in range(300):
+            log.add(("127.0.0.1", 6000 + i), "POST", "/predict", 200, 0.0012, 1)
+        written = len(stream.writes)
+        await asyncio.sleep(3 * log.interval)
+        return written
+
+    assert asyncio.run(many_requests()) == 1  # on a loop the lines wait, then go out together
+    later = stream.writes[1:]
+    assert len(later) > 1 and all(len(w.encode()) <= 4096 and w.endswith("\n") for w in later)
+    assert len(stream.getvalue().splitlines()) == 301

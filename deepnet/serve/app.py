@@ -28,6 +28,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
 from pydantic import BaseModel
 
+from deepnet.serve.access_log import AccessLog
 from deepnet.serve.batching import MicroBatcher
 from deepnet.serve.runtime import load_runtime
 from deepnet.serve.validation import IMAGE_TYPES, REQUEST_SCHEMA, Limits, RequestError, parse_predict_request
@@ -113,22 +114,20 @@ class _Metrics:
         latency.observe(seconds)
 
 
-def _note(metrics: _Metrics, scope: dict, status: int, seconds: float, examples: Any = "-") -> None:
-    """The Prometheus counts and the one log line of a request."""
+def _note(metrics: _Metrics, access_log: AccessLog, scope: dict, status: int, seconds: float, examples: Any = "-") -> None:
+    """The Prometheus counts and the one access-log line of a request."""
     path = scope.get("path", "")
     endpoint = path if path in ENDPOINTS else "other"  # fuzzed paths must not grow the label set
     metrics.observe(endpoint, status, seconds)
-    client = scope.get("client") or ("-", 0)
-    logger.info("%s:%s %s %s %d %.1fms examples=%s", client[0], client[1], scope.get("method", "-"),
-                ascii(path[:120]), status, 1000 * seconds, examples)
+    access_log.add(scope.get("client") or ("-", 0), scope.get("method", "-"), path, status, seconds, examples)
 
 
 class _RequestLog:
     """ASGI middleware of the FastAPI app: the log line and counts of every request but
     ``POST /predict`` (which :class:`_Server` answers itself), whatever its fate."""
 
-    def __init__(self, app: Any, metrics: _Metrics) -> None:
-        self.app, self.metrics = app, metrics
+    def __init__(self, app: Any, metrics: _Metrics, access_log: AccessLog) -> None:
+        self.app, self.metrics, self.access_log = app, metrics, access_log
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -145,7 +144,7 @@ class _RequestLog:
         try:
             await self.app(scope, receive, send_and_note)
         finally:
-            _note(self.metrics, scope, status, time.perf_counter() - start, scope.get("state", {}).get("examples", "-"))
+            _note(self.metrics, self.access_log, scope, status, time.perf_counter() - start, scope.get("state", {}).get("examples", "-"))
 
 
 class _ClientGone(Exception):
@@ -162,8 +161,9 @@ class _Server:
     FastAPI route's: the same parsing, the same errors, the same log line and metrics.
     """
 
-    def __init__(self, api: FastAPI, answer: Any, metrics: _Metrics, max_body_bytes: int) -> None:
-        self.api, self.answer, self.metrics, self.max_body_bytes = api, answer, metrics, max_body_bytes
+    def __init__(self, api: FastAPI, answer: Any, metrics: _Metrics, access_log: AccessLog, max_body_bytes: int) -> None:
+        self.api, self.answer, self.metrics, self.access_log = api, answer, metrics, access_log
+        self.max_body_bytes = max_body_bytes
         self.state = api.state
 
     def openapi(self) -> dict[str, Any]:
@@ -195,7 +195,7 @@ class _Server:
                                     (b"content-length", str(len(content)).encode())]})
             await send({"type": "http.response.body", "body": content})
         finally:
-            _note(self.metrics, scope, status, time.perf_counter() - start, examples)
+            _note(self.metrics, self.access_log, scope, status, time.perf_counter() - start, examples)
 
 
 async def _receive_body(receive: Any, declared: bytes | None, limit: int) -> bytes:
@@ -244,7 +244,7 @@ def create_app(settings: ServeSettings) -> _Server:
     """The ASGI app for ``settings.run``; the model is loaded here, so errors come before serving."""
     runtime = load_runtime(settings.run, settings.runtime, threads=settings.threads, device=settings.device)
     metadata = runtime.metadata
-    metrics = _Metrics()
+    metrics, access_log = _Metrics(), AccessLog()
     max_wait_ms = settings.max_wait_ms
     if max_wait_ms is None:
         max_wait_ms = 0.0 if runtime.device == "cpu" else GPU_MAX_WAIT_MS
@@ -258,6 +258,7 @@ def create_app(settings: ServeSettings) -> _Server:
             yield
         finally:  # uvicorn gets here after the requests in flight have their responses
             await batcher.stop()
+            access_log.flush()
 
     app = FastAPI(title="deepnet inference server", version=runtime.version, lifespan=lifespan,
                   description=f"Model {metadata.get('model')} of run {metadata.get('run')}: "
@@ -309,9 +310,9 @@ def create_app(settings: ServeSettings) -> _Server:
     async def prometheus() -> Response:
         return Response(generate_latest(metrics.exposed()), media_type=CONTENT_TYPE_LATEST)
 
-    app.add_middleware(_RequestLog, metrics=metrics)
+    app.add_middleware(_RequestLog, metrics=metrics, access_log=access_log)
     app.state.metrics, app.state.batcher, app.state.runtime = metrics, batcher, runtime
-    return _Server(app, answer, metrics, settings.max_body_bytes)
+    return _Server(app, answer, metrics, access_log, settings.max_body_bytes)
 
 
 def app_from_environment() -> _Server:
