@@ -32,7 +32,7 @@ class AccessLog:
         self._pending = False
 
     def add(self, client: tuple, method: str, path: str, status: int, seconds: float, examples: object) -> None:
-        self._lines.append(f"INFO:     {client[0]}:{client[1]} {method} {ascii(path[:120])} {status} "
+        self._lines.append(f"INFO:     {client[0]}:{client[1]} {method} {path[:120]!a} {status} "
                            f"{1000 * seconds:.1f}ms examples={examples}")
         if self._pending:
             return
