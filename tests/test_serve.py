@@ -381,3 +381,17 @@ def test_access_log_writes_whole_lines_in_atomic_chunks():
     later = stream.writes[1:]
     assert len(later) > 1 and all(len(w.encode()) <= 4096 and w.endswith("\n") for w in later)
     assert len(stream.getvalue().splitlines()) == 301
+
+
+def test_access_log_outlives_an_event_loop_that_stopped():
+    stream = io.StringIO()
+    log = AccessLog(stream=stream)
+
+    async def one_request(port: int, wait: float) -> None:
+        log.add(("127.0.0.1", port), "GET", "/health", 200, 0.001, "-")
+        await asyncio.sleep(wait)
+
+    asyncio.run(one_request(1, 0))  # this loop ends before its timer fires
+    assert stream.getvalue() == ""
+    asyncio.run(one_request(2, 3 * log.interval))  # the next loop writes both lines
+    assert [line.split()[1] for line in stream.getvalue().splitlines()] == ["127.0.0.1:1", "127.0.0.1:2"]

@@ -29,21 +29,24 @@ class AccessLog:
         self.interval = interval
         self._stream = stream  # None: sys.stderr as it is at the time of writing
         self._lines: list[str] = []
-        self._pending = False
+        self._timer_loop: asyncio.AbstractEventLoop | None = None  # the loop whose timer will flush
 
     def add(self, client: tuple, method: str, path: str, status: int, seconds: float, examples: object) -> None:
         self._lines.append(f"INFO:     {client[0]}:{client[1]} {method} {path[:120]!a} {status} "
                            f"{1000 * seconds:.1f}ms examples={examples}")
-        if self._pending:
-            return
         try:
-            asyncio.get_running_loop().call_later(self.interval, self.flush)
-            self._pending = True
-        except RuntimeError:  # no event loop: nothing will come back to write it later
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no event loop: nothing would come back to write it later
             self.flush()
+            return
+        # A timer of a loop that has since stopped never fires (an app served by one event
+        # loop after another, as test clients do): the next loop gets its own.
+        if self._timer_loop is not loop:
+            loop.call_later(self.interval, self.flush)
+            self._timer_loop = loop
 
     def flush(self) -> None:
-        self._pending = False
+        self._timer_loop = None
         if not self._lines:
             return
         lines, self._lines = self._lines, []

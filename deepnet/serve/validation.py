@@ -188,6 +188,9 @@ def _decode_image(raw: bytes, where: str, metadata: dict[str, Any]) -> np.ndarra
 # ---------------------------------------------------------------------- checking
 
 
+_FLOAT32_SAFE = 3.0e38  # below float32's largest finite value (3.4028235e38): no overflow on the cast
+
+
 def _check_batch(array: np.ndarray, metadata: dict[str, Any], limits: Limits) -> np.ndarray:
     """Shape, size, finiteness, range and dtype of a batch against the model's metadata."""
     shape = tuple(metadata["input_shape"])
@@ -204,7 +207,11 @@ def _check_batch(array: np.ndarray, metadata: dict[str, Any], limits: Limits) ->
         raise RequestError(422, "The batch is empty; send at least one example.")
     if len(array) > limits.max_examples:
         raise RequestError(413, f"{len(array)} examples exceed the limit of {limits.max_examples} per request; split the batch.")
-    if array.dtype.kind == "f" and not np.isfinite(array).all():
+    # One pass each for the minimum and maximum, which also settle finiteness: NaN propagates
+    # through both, and an infinity is one of them. (Four whole-array reductions took ~14% of the
+    # event loop's time under the load test.)
+    smallest, largest = array.min(), array.max()
+    if array.dtype.kind == "f" and not (np.isfinite(smallest) and np.isfinite(largest)):
         index = tuple(int(i) for i in np.argwhere(~np.isfinite(array))[0])
         raise RequestError(422, f"inputs hold {array[index]} at index {list(index)}; every value must be a finite number.")
     value_range = metadata.get("value_range")
@@ -212,17 +219,17 @@ def _check_batch(array: np.ndarray, metadata: dict[str, Any], limits: Limits) ->
         if array.dtype.kind == "f" and not (array == np.round(array)).all():
             raise RequestError(422, "inputs must be integer token ids; received fractional values.")
         low, high = value_range
-        if array.min() < low or array.max() > high:
+        if smallest < low or largest > high:
             raise RequestError(422, f"token ids must lie in [{low}, {high}] (the vocabulary); received "
-                                    f"min {array.min():g}, max {array.max():g}.")
+                                    f"min {smallest:g}, max {largest:g}.")
         return array.astype(np.int64)
     if value_range is not None:
         low, high = value_range
-        if array.min() < low or array.max() > high:
+        if smallest < low or largest > high:
             raise RequestError(422, f"values must lie in [{low:g}, {high:g}] (raw pixel values, as in the training data); "
-                                    f"received min {array.min():g}, max {array.max():g}.")
+                                    f"received min {smallest:g}, max {largest:g}.")
     as_float = array.astype(np.float32)
-    if not np.isfinite(as_float).all():
+    if max(-float(smallest), float(largest)) > _FLOAT32_SAFE and not np.isfinite(as_float).all():
         raise RequestError(422, "inputs hold values too large for float32; every value must be a finite float32.")
     return as_float
 
