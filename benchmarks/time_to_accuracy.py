@@ -163,13 +163,15 @@ def run_deepnet(args) -> None:
         model.train(was_training)
         return result[args.task.metric]
 
+    targets_per_example = data.train.y[0].numel()  # a language model's "seen" counts predicted characters
+
     class Hook(deepnet.Callback):
         def __init__(self) -> None:
             self.last = 0
 
         def on_batch_end(self, batch, logs) -> None:
-            seen = logs["seen"]  # examples this epoch
-            probe.after(seen - self.last if seen >= self.last else seen)
+            seen = logs["seen"]  # targets this epoch
+            probe.after((seen - self.last if seen >= self.last else seen) // targets_per_example)
             self.last = seen
 
         def on_epoch_end(self, epoch, logs) -> None:
