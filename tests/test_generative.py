@@ -201,6 +201,20 @@ def test_sample_writes_a_grid_and_scores(runs, capsys):
     assert out.is_file()
 
 
+def test_evaluate_reports_the_objective_terms(runs):
+    from deepnet.evaluate import evaluate_run
+
+    result = evaluate_run(runs / "vae")
+    assert {"test_loss", "test_elbo_nats", "test_kl_nats"} <= set(result) and "test_accuracy" not in result
+
+
+def test_a_generative_model_refuses_non_image_data(tmp_path, capsys):
+    table = tmp_path / "table.csv"
+    table.write_text("a,b,label\n" + "".join(f"{i},{i % 3},{i % 2}\n" for i in range(30)))
+    assert main(["train", "--model", "vae", "--data", str(table), "--epochs", "1", "--quiet", "--out", str(tmp_path / "r")]) == 2
+    assert "generates images" in capsys.readouterr().err
+
+
 def test_encode_writes_the_codes(runs, tmp_path):
     out = tmp_path / "codes.npy"
     assert main(["encode", str(runs / "ae"), "--data", "digits", "--out", str(out)]) == 0

@@ -16,6 +16,7 @@ whole network is fine-tuned with backpropagation on the labels.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -84,7 +85,7 @@ class DBN(nn.Module):
         self.config = config
         self.pixels = PixelScale(config.input_shape[0], config.pixel_mean, config.pixel_std) \
             if len(config.input_shape) == 3 else None
-        sizes = [int(torch.tensor(config.input_shape).prod()), *config.hidden]
+        sizes = [math.prod(config.input_shape), *config.hidden]
         self.rbms = nn.ModuleList(RBM(a, b) for a, b in zip(sizes, sizes[1:]))
         self.classifier = nn.Linear(sizes[-1], config.num_classes)
         self.parts = (*(f"rbm{i}" for i in range(len(self.rbms))), "classifier")
