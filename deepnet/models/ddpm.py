@@ -9,7 +9,7 @@ Sampling: ancestral, T steps from pure noise with the posterior variance; or DDI
 (deterministic, eta = 0) on an evenly spaced subset of the steps, e.g. 50 instead of 1000.
 
 The U-Net: residual blocks (group norm, SiLU, 3x3 convolutions, the step's sinusoidal
-embedding added in between) at three resolutions, stride-2 convolutions down, nearest
+embedding added in between) at three resolutions (width w, 2w, 4w), stride-2 convolutions down, nearest
 upsampling and convolutions up, skip connections concatenated.
 """
 
@@ -32,7 +32,7 @@ __all__ = ["DDPM", "DDPMConfig", "UNet", "noise_schedule"]
 @dataclass(frozen=True)
 class DDPMConfig:
     input_shape: tuple[int, int, int] = (1, 28, 28)
-    width: int = 32  # channels at full resolution; 2x at 1/2 and 1/4
+    width: int = 32  # channels at full resolution; 2x at 1/2, 4x at 1/4
     timesteps: int = 1000
     schedule: str = "linear"  # linear | cosine
     ema_decay: float = 0.999  # sampling uses an exponential moving average of the weights; 0 = the weights
@@ -80,7 +80,7 @@ class UNet(nn.Module):
 
     def __init__(self, channels: int, width: int) -> None:
         super().__init__()
-        w1, w2 = width, 2 * width
+        w1, w2, w3 = width, 2 * width, 4 * width
         self.embed_dim = 4 * width
         self.embed = nn.Sequential(nn.Linear(width, self.embed_dim), nn.SiLU(), nn.Linear(self.embed_dim, self.embed_dim))
         self.stem = nn.Conv2d(channels, w1, 3, padding=1)
@@ -88,8 +88,8 @@ class UNet(nn.Module):
         self.pool1 = nn.Conv2d(w1, w1, 3, stride=2, padding=1)
         self.down2 = ResBlock(w1, w2, self.embed_dim)  # H/2
         self.pool2 = nn.Conv2d(w2, w2, 3, stride=2, padding=1)
-        self.middle = ResBlock(w2, w2, self.embed_dim)  # H/4
-        self.up2 = ResBlock(2 * w2, w2, self.embed_dim)  # H/2, after concatenating down2's output
+        self.middle = ResBlock(w2, w3, self.embed_dim)  # H/4: wide, since a map of H/4 x W/4 is cheap
+        self.up2 = ResBlock(w3 + w2, w2, self.embed_dim)  # H/2, after concatenating down2's output
         self.up1 = ResBlock(w2 + w1, w1, self.embed_dim)  # H
         self.head = nn.Sequential(nn.GroupNorm(min(8, w1), w1), nn.SiLU(), nn.Conv2d(w1, channels, 3, padding=1))
         self.width = width
@@ -98,7 +98,7 @@ class UNet(nn.Module):
         e = self.embed(step_embedding(t, self.width))  # (B, embed_dim)
         h1 = self.down1(self.stem(x), e)  # (B, w1, H, W)
         h2 = self.down2(self.pool1(h1), e)  # (B, w2, H/2, W/2)
-        h = self.middle(self.pool2(h2), e)  # (B, w2, H/4, W/4)
+        h = self.middle(self.pool2(h2), e)  # (B, w3, H/4, W/4)
         h = F.interpolate(h, size=h2.shape[-2:], mode="nearest")
         h = self.up2(torch.cat([h, h2], dim=1), e)  # (B, w2, H/2, W/2)
         h = F.interpolate(h, size=h1.shape[-2:], mode="nearest")
