@@ -419,6 +419,7 @@ class Trainer:
         self.correct = torch.zeros((), dtype=torch.int64, device=self.device)
         self.seen = 0
         self.term_sums: dict[str, torch.Tensor] = {}  # a family's named loss terms, summed over examples
+        self._counted_correct = not self.parts  # a family's parts report logits only while classifying
         self.epoch_seconds = 0.0
         self.window_start: tuple[float, int] = (0.0, 0)  # the sums when the last steps.csv row was written
 
@@ -480,6 +481,7 @@ class Trainer:
             for name, value in losses.items():
                 if name == "logits":
                     correct += correct_count(value, y)
+                    self._counted_correct = True
                 elif name != "loss":
                     self.term_sums[name] = self.term_sums.get(name, 0) + value.detach().double() * len(y)
             total = total + loss.detach().float()
@@ -561,6 +563,7 @@ class Trainer:
 
     def _end_epoch(self) -> None:
         c = self.config
+        lr = self.current_lr()  # of the parts this epoch trained
         if c.on_nan == "stop":
             self._stop_on_nonfinite(None)
         loss_sum, correct, seen = distributed.sum_across([self.loss_sum.item(), self.correct.item(), self.seen], self.device)
@@ -570,11 +573,11 @@ class Trainer:
         self.train_seconds += seconds
         self.epoch += 1
         self.batch = 0
-        lr = self.current_lr()
         terms = {f"train_{name}": float(total) / max(self.seen, 1) for name, total in self.term_sums.items()}
         terms.update({f"val_{name}": value for name, value in val.items() if name not in ("loss", "accuracy")})
         row = {"epoch": self.epoch, "step": self.step, "lr": lr,
-               "train_loss": train_loss, "train_accuracy": correct / max(seen, 1) if self._has_accuracy() else math.nan,
+               "train_loss": train_loss,
+               "train_accuracy": correct / max(seen, 1) if self._has_accuracy() and self._counted_correct else math.nan,
                "val_loss": val["loss"], "val_accuracy": val["accuracy"] if self._has_accuracy() else math.nan,
                "seconds": seconds, "samples_per_second": seen / seconds if seconds else 0.0, **terms}
         self._reset_epoch_sums()
