@@ -151,6 +151,13 @@ def test_ddim_with_every_step_and_ddpm_both_denoise_from_the_same_noise():
         model.sample(1, method="ddim", steps=21)
 
 
+def test_ddpm_with_a_stride_2_stem_predicts_noise_of_the_image_shape():
+    model = create_model("ddpm", input_shape=(1, 8, 8), width=8, patch=2, timesteps=10)
+    assert model(torch.randn(3, 1, 8, 8), torch.tensor([0, 4, 9])).shape == (3, 1, 8, 8)
+    with pytest.raises(ValueError, match="patch"):
+        create_model("ddpm", input_shape=(1, 7, 7), patch=2)
+
+
 def test_frechet_distance_matches_the_closed_form():
     rng = np.random.default_rng(0)
     a = rng.normal(0, 1, (20000, 2))

@@ -9,8 +9,9 @@ Sampling: ancestral, T steps from pure noise with the posterior variance; or DDI
 (deterministic, eta = 0) on an evenly spaced subset of the steps, e.g. 50 instead of 1000.
 
 The U-Net: residual blocks (group norm, SiLU, 3x3 convolutions, the step's sinusoidal
-embedding added in between) at three resolutions (width w, 2w, 4w), stride-2 convolutions down, nearest
-upsampling and convolutions up, skip connections concatenated.
+embedding added in between) at three resolutions with widths w, 2w and 4w (with ``patch=2``
+the first level sits at half the image size), stride-2 convolutions down, nearest upsampling
+and convolutions up, skip connections concatenated.
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ __all__ = ["DDPM", "DDPMConfig", "UNet", "noise_schedule"]
 @dataclass(frozen=True)
 class DDPMConfig:
     input_shape: tuple[int, int, int] = (1, 28, 28)
-    width: int = 32  # channels at full resolution; 2x at 1/2, 4x at 1/4
+    width: int = 32  # channels at the first level; 2x at the second, 4x at the third
+    patch: int = 1  # 2: the first level at half resolution
     timesteps: int = 1000
     schedule: str = "linear"  # linear | cosine
     ema_decay: float = 0.999  # sampling uses an exponential moving average of the weights; 0 = the weights
@@ -78,12 +80,14 @@ class ResBlock(nn.Module):
 class UNet(nn.Module):
     """Noisy images ``(B, C, H, W)`` and steps ``(B,)`` -> predicted noise ``(B, C, H, W)``."""
 
-    def __init__(self, channels: int, width: int) -> None:
+    def __init__(self, channels: int, width: int, patch: int = 1) -> None:
         super().__init__()
         w1, w2, w3 = width, 2 * width, 4 * width
         self.embed_dim = 4 * width
         self.embed = nn.Sequential(nn.Linear(width, self.embed_dim), nn.SiLU(), nn.Linear(self.embed_dim, self.embed_dim))
-        self.stem = nn.Conv2d(channels, w1, 3, padding=1)
+        # patch=2: the levels sit at H/2, H/4, H/8, entered by a stride-2 convolution and left
+        # by a transposed one; for the same compute, twice the width at every level.
+        self.stem = nn.Conv2d(channels, w1, 3, padding=1) if patch == 1 else nn.Conv2d(channels, w1, 4, stride=2, padding=1)
         self.down1 = ResBlock(w1, w1, self.embed_dim)  # H
         self.pool1 = nn.Conv2d(w1, w1, 3, stride=2, padding=1)
         self.down2 = ResBlock(w1, w2, self.embed_dim)  # H/2
@@ -91,19 +95,21 @@ class UNet(nn.Module):
         self.middle = ResBlock(w2, w3, self.embed_dim)  # H/4: wide, since a map of H/4 x W/4 is cheap
         self.up2 = ResBlock(w3 + w2, w2, self.embed_dim)  # H/2, after concatenating down2's output
         self.up1 = ResBlock(w2 + w1, w1, self.embed_dim)  # H
-        self.head = nn.Sequential(nn.GroupNorm(min(8, w1), w1), nn.SiLU(), nn.Conv2d(w1, channels, 3, padding=1))
+        self.head = nn.Sequential(nn.GroupNorm(min(8, w1), w1), nn.SiLU(),
+                                  nn.Conv2d(w1, channels, 3, padding=1) if patch == 1
+                                  else nn.ConvTranspose2d(w1, channels, 4, stride=2, padding=1))
         self.width = width
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         e = self.embed(step_embedding(t, self.width))  # (B, embed_dim)
-        h1 = self.down1(self.stem(x), e)  # (B, w1, H, W)
-        h2 = self.down2(self.pool1(h1), e)  # (B, w2, H/2, W/2)
-        h = self.middle(self.pool2(h2), e)  # (B, w3, H/4, W/4)
+        h1 = self.down1(self.stem(x), e)  # (B, w1, H/p, W/p), p = patch
+        h2 = self.down2(self.pool1(h1), e)  # (B, w2, H/2p, W/2p)
+        h = self.middle(self.pool2(h2), e)  # (B, w3, H/4p, W/4p)
         h = F.interpolate(h, size=h2.shape[-2:], mode="nearest")
-        h = self.up2(torch.cat([h, h2], dim=1), e)  # (B, w2, H/2, W/2)
+        h = self.up2(torch.cat([h, h2], dim=1), e)  # (B, w2, H/2p, W/2p)
         h = F.interpolate(h, size=h1.shape[-2:], mode="nearest")
-        h = self.up1(torch.cat([h, h1], dim=1), e)  # (B, w1, H, W)
-        return self.head(h)
+        h = self.up1(torch.cat([h, h1], dim=1), e)  # (B, w1, H/p, W/p)
+        return self.head(h)  # (B, C, H, W)
 
 
 class DDPM(nn.Module):
@@ -117,7 +123,7 @@ class DDPM(nn.Module):
         super().__init__()
         self.config = config
         self.pixels = PixelScale(config.input_shape[0], config.pixel_mean, config.pixel_std)
-        self.unet = UNet(config.input_shape[0], config.width)
+        self.unet = UNet(config.input_shape[0], config.width, config.patch)
         betas = noise_schedule(config.schedule, config.timesteps)
         alpha_bar = torch.cumprod(1 - betas, 0)
         self.register_buffer("betas", betas.float(), persistent=False)
@@ -209,7 +215,7 @@ class DDPM(nn.Module):
                 paper="Ho, Jain & Abbeel, Denoising Diffusion Probabilistic Models, NeurIPS 2020; "
                       "Song, Meng & Ermon, Denoising Diffusion Implicit Models, ICLR 2021",
                 tiny={"input_shape": (1, 8, 8), "width": 8, "timesteps": 20})
-def ddpm(input_shape: tuple[int, int, int] = (1, 28, 28), width: int = 32, timesteps: int = 1000,
+def ddpm(input_shape: tuple[int, int, int] = (1, 28, 28), width: int = 32, patch: int = 1, timesteps: int = 1000,
          schedule: str = "linear", ema_decay: float = 0.999, pixel_mean: tuple[float, ...] | None = None,
          pixel_std: tuple[float, ...] | None = None) -> DDPM:
     """DDPM with a small U-Net; ancestral and DDIM sampling."""
@@ -220,8 +226,11 @@ def ddpm(input_shape: tuple[int, int, int] = (1, 28, 28), width: int = 32, times
     if timesteps < 2 or width < 8 or width % 2:
         raise ValueError(f"Received an invalid value for `timesteps`/`width`: expected timesteps >= 2 and an even "
                          f"width >= 8. Received: timesteps={timesteps}, width={width}.")
+    if patch not in (1, 2) or (patch == 2 and (input_shape[1] % 2 or input_shape[2] % 2)):
+        raise ValueError(f"Received an invalid value for `patch`: 1, or 2 for even heights and widths. "
+                         f"Received: patch={patch}, input_shape={input_shape}.")
     if not 0 <= ema_decay < 1:
         raise ValueError(f"Received an invalid value for `ema_decay`: expected 0 <= ema_decay < 1. Received: ema_decay={ema_decay}.")
-    return DDPM(DDPMConfig(input_shape=input_shape, width=width, timesteps=timesteps, schedule=schedule, ema_decay=ema_decay,
+    return DDPM(DDPMConfig(input_shape=input_shape, width=width, patch=patch, timesteps=timesteps, schedule=schedule, ema_decay=ema_decay,
                            pixel_mean=tuple(pixel_mean) if pixel_mean is not None else None,
                            pixel_std=tuple(pixel_std) if pixel_std is not None else None))
