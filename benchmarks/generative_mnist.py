@@ -16,7 +16,9 @@ writes RUNS/generative_mnist.json:
      training time of each (acceptance: < 30 minutes);
   4. dbn: test error, pre-trained and randomly initialised on the same fine-tuning budget
      (acceptance: <= 1.5%).
-"Confident" means the classifier gives its class a probability >= 0.9.
+"Confident" means the classifier gives its class a probability >= 0.9, after the temperature
+of its calibration.json when it has one (`deepnet calibrate RUNS/classifier`); the same score of
+the 10,000 real test images is printed as the reference ("real").
 """
 
 from __future__ import annotations
@@ -68,6 +70,20 @@ def scored(run_dir: Path, classifier: Path, **options) -> dict:
     return result
 
 
+def real_images(classifier: Path) -> dict:
+    """The scorer on the real test images: what a perfect generator would get."""
+    from deepnet.data import load_dataset
+    from deepnet.generate import score_samples
+    from deepnet.train.plots import as_raw
+    from deepnet.train.run import load_run
+
+    data = load_dataset("mnist")
+    test = torch.from_numpy(as_raw(data.test.x.numpy(), data.preprocessing)).clamp(0, 1)
+    half = len(test) // 2  # the Fréchet distance of one half of the test set to the other
+    scores = score_samples(test[:half], load_run(classifier), reference=test[half:])
+    return {k: v for k, v in scores.items() if k != "frechet_reference"} | {"frechet_reference": "the other 5,000 test images"}
+
+
 def conditional(run_dir: Path, classifier: Path) -> dict:
     from deepnet.generate import draw_samples, score_samples
     from deepnet.train.run import load_run
@@ -87,12 +103,15 @@ def main() -> None:
     parser.add_argument("--runs", required=True, type=Path)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--only", nargs="*", help="families to measure (default: every run present)")
+    parser.add_argument("--ddpm-runs", nargs="*", default=["ddpm"], help="diffusion run directories in RUNS to score")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     runs, classifier = args.runs, args.runs / "classifier"
     wanted = set(args.only or ["autoencoder", "vae", "dcgan", "cgan", "ddpm", "dbn"])
     out = runs / "generative_mnist.json"
     figures = json.loads(out.read_text()) if out.is_file() else {}
+    if "real" in wanted or not figures.get("real"):
+        figures["real"] = real_images(classifier)
     present = lambda name: name.split("-")[0] in wanted and (runs / name / "metrics.json").is_file()  # noqa: E731
     if present("autoencoder"):
         figures["autoencoder"] = autoencoder_vs_pca(runs / "autoencoder")
@@ -103,11 +122,12 @@ def main() -> None:
         figures["dcgan"] = scored(runs / "dcgan", classifier)
     if present("cgan"):
         figures["cgan"] = conditional(runs / "cgan", classifier)
-    if present("ddpm"):
-        ancestral = scored(runs / "ddpm", classifier, method="ddpm")
-        ddim = scored(runs / "ddpm", classifier, method="ddim", steps=50)
-        ddim["frechet_vs_ddpm"] = ddim["frechet_distance"] / ancestral["frechet_distance"] - 1
-        figures["ddpm"], figures["ddim50"] = ancestral, ddim
+    for name in args.ddpm_runs:
+        if "ddpm" in wanted and (runs / name / "metrics.json").is_file():
+            ancestral = scored(runs / name, classifier, method="ddpm")
+            ddim = scored(runs / name, classifier, method="ddim", steps=50)
+            ddim["frechet_vs_ddpm"] = ddim["frechet_distance"] / ancestral["frechet_distance"] - 1
+            figures[name], figures[f"{name}-ddim50"] = ancestral, ddim
     for name in ("dbn", "dbn-random"):
         if present(name):
             metrics = json.loads((runs / name / "metrics.json").read_text())
