@@ -174,6 +174,8 @@ def test_bad_model_arguments_fail_with_the_fix():
         create_model("ddpm", schedule="quadratic")
     with pytest.raises(ValueError, match="corruption"):
         create_model("autoencoder", corruption=1.5)
+    with pytest.raises(ValueError, match="'rbm' or 'glorot'"):
+        create_model("dbn", init="he")
 
 
 # -- the CLI: sample, score, encode --------------------------------------------------------

@@ -36,6 +36,7 @@ class DBNConfig:
     hidden: tuple[int, ...] = (500, 500, 2000)
     pretrain_epochs: int = 10  # per RBM; 0 = no pre-training (a randomly initialised sigmoid MLP)
     cd_steps: int = 1
+    init: str = "rbm"  # rbm: N(0, 0.01) (Hinton's practical guide); glorot: Glorot & Bengio's uniform, for nets not pre-trained
     pixel_mean: tuple[float, ...] | None = None
     pixel_std: tuple[float, ...] | None = None
 
@@ -87,6 +88,9 @@ class DBN(nn.Module):
             if len(config.input_shape) == 3 else None
         sizes = [math.prod(config.input_shape), *config.hidden]
         self.rbms = nn.ModuleList(RBM(a, b) for a, b in zip(sizes, sizes[1:]))
+        if config.init == "glorot":
+            for rbm in self.rbms:
+                nn.init.xavier_uniform_(rbm.weight)
         self.classifier = nn.Linear(sizes[-1], config.num_classes)
         self.parts = (*(f"rbm{i}" for i in range(len(self.rbms))), "classifier")
 
@@ -126,14 +130,16 @@ class DBN(nn.Module):
                 paper="Hinton, Osindero & Teh, A Fast Learning Algorithm for Deep Belief Nets, Neural Computation 2006",
                 tiny={"input_shape": (1, 8, 8), "num_classes": 10, "hidden": (16, 8), "pretrain_epochs": 1})
 def dbn(input_shape: tuple[int, ...] = (1, 28, 28), num_classes: int = 10, hidden: tuple[int, ...] = (500, 500, 2000),
-        pretrain_epochs: int = 10, cd_steps: int = 1, pixel_mean: tuple[float, ...] | None = None,
+        pretrain_epochs: int = 10, cd_steps: int = 1, init: str = "rbm", pixel_mean: tuple[float, ...] | None = None,
         pixel_std: tuple[float, ...] | None = None) -> DBN:
     """Deep belief net: RBMs pre-trained greedily with CD-k, then fine-tuned as a classifier."""
     if not hidden or pretrain_epochs < 0 or cd_steps < 1:
         raise ValueError(f"Received an invalid value for `hidden`/`pretrain_epochs`/`cd_steps`: expected at least one "
                          f"hidden layer, pretrain_epochs >= 0 and cd_steps >= 1. Received: hidden={hidden!r}, "
                          f"pretrain_epochs={pretrain_epochs}, cd_steps={cd_steps}.")
+    if init not in ("rbm", "glorot"):
+        raise ValueError(f"Received an invalid value for `init`: expected 'rbm' or 'glorot'. Received: init={init!r}.")
     return DBN(DBNConfig(input_shape=tuple(input_shape), num_classes=num_classes, hidden=tuple(hidden),
-                         pretrain_epochs=pretrain_epochs, cd_steps=cd_steps,
+                         pretrain_epochs=pretrain_epochs, cd_steps=cd_steps, init=init,
                          pixel_mean=tuple(pixel_mean) if pixel_mean is not None else None,
                          pixel_std=tuple(pixel_std) if pixel_std is not None else None))
