@@ -268,6 +268,8 @@ def _cmd_sample(args: argparse.Namespace) -> int:
 
     run = load_run(args.run, device=args.device or "auto")
     prep = run.model_spec.get("preprocessing", {})
+    if prep.get("kind") != "chars" and run.model_spec.get("task") in ("generation", "classification"):
+        return _sample_images(args)
     if prep.get("kind") != "chars":
         raise ValueError(f"{args.run} is not a character language model (preprocessing {prep.get('kind')!r}); "
                          "train one with examples/shakespeare-gpt.yaml.")
@@ -280,6 +282,31 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     generator = torch.Generator(device=device).manual_seed(args.seed)
     out = generate(run.model, idx, args.tokens, temperature=args.temperature, top_k=args.top_k, generator=generator)
     print("".join(chars[i] for i in out[0].tolist()))
+    return 0
+
+
+def _sample_images(args: argparse.Namespace) -> int:
+    from deepnet.generate import sample_run
+
+    result = sample_run(args.run, args.n, label=args.label, seed=args.seed, method=args.method, steps=args.steps,
+                        out=args.out, score=args.score, classifier=args.classifier, device=args.device or "cpu")
+    print(f"wrote {result['grid']}")
+    if args.score:
+        histogram = " ".join(f"{name}:{100 * share:.1f}%" for name, share in result["class_histogram"].items())
+        print(f"n {result['n']}  confident (>= 0.9) {100 * result['confident_fraction']:.1f}%  "
+              f"mean confidence {result['mean_confidence']:.3f}  Fréchet distance {result['frechet_distance']:.2f}")
+        print(f"classes {histogram}")
+        if args.label is not None:
+            print(f"classified as {args.label}: {100 * result['label_fraction']:.1f}%")
+        print(f"scores: {Path(args.run) / 'samples.json'}")
+    return 0
+
+
+def _cmd_encode(args: argparse.Namespace) -> int:
+    from deepnet.generate import encode_run
+
+    codes = encode_run(args.run, args.data, args.out, split=args.split, data_dir=args.data_dir, device=args.device or "cpu")
+    print(f"wrote {args.out}: {codes.shape[0]} codes of {codes.shape[1]} dimensions ({args.split} split of {args.data})")
     return 0
 
 
@@ -523,15 +550,33 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--json", action="store_true")
     models.set_defaults(func=_cmd_models)
 
-    sample = verbs.add_parser("sample", help="generate text with a character language model run")
+    sample = verbs.add_parser("sample", help="draw images from a generative run (a grid PNG; --score measures them), "
+                                             "or text from a character language model run")
     sample.add_argument("run")
-    sample.add_argument("--prompt", default="\n")
-    sample.add_argument("--tokens", type=int, default=500)
+    sample.add_argument("--n", type=int, default=64, help="images to draw (default 64)")
+    sample.add_argument("--label", type=int, help="the class to draw (class-conditional models)")
+    sample.add_argument("--method", choices=("ddpm", "ddim"), help="diffusion sampler (default ddpm: ancestral, every step)")
+    sample.add_argument("--steps", type=int, help="DDIM steps (default 50)")
+    sample.add_argument("--out", help="the grid PNG (default RUN/samples.png)")
+    sample.add_argument("--score", action="store_true",
+                        help="classify the samples: confident share, class histogram, Fréchet distance -> RUN/samples.json")
+    sample.add_argument("--classifier", help="the classifier run for --score (default: the run 'classifier' beside RUN)")
+    sample.add_argument("--prompt", default="\n", help="text models: the start of the text")
+    sample.add_argument("--tokens", type=int, default=500, help="text models: characters to generate")
     sample.add_argument("--temperature", type=float, default=0.8)
     sample.add_argument("--top-k", type=int, default=None)
     sample.add_argument("--seed", type=int, default=0)
     _add_device(sample)
     sample.set_defaults(func=_cmd_sample)
+
+    encode = verbs.add_parser("encode", help="an autoencoder's codes for a dataset split, as .npy")
+    encode.add_argument("run")
+    encode.add_argument("--data", required=True, help="dataset name or path (as for train)")
+    encode.add_argument("--out", required=True, help="the .npy file to write")
+    encode.add_argument("--split", default="test", help="train | val | test (default test)")
+    encode.add_argument("--data-dir")
+    _add_device(encode)
+    encode.set_defaults(func=_cmd_encode)
 
     export = verbs.add_parser("export", help="the model with its preprocessing as ONNX or an ExportedProgram")
     export.add_argument("run")

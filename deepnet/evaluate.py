@@ -12,7 +12,7 @@ import torch
 
 from deepnet.data import DataError
 from deepnet.train.experiment import load_experiment_data
-from deepnet.train.loop import evaluate_split, model_device
+from deepnet.train.loop import evaluate_objective, evaluate_split, model_device
 from deepnet.train.run import Run, load_run
 
 __all__ = ["class_logits", "class_probabilities", "evaluate_run", "per_class_scores", "predict", "predict_file",
@@ -26,6 +26,11 @@ def evaluate_run(directory: str | os.PathLike, batch_size: int = 1024, device: s
     Written to ``evaluation.json`` beside the run. ``device``: auto | cpu | cuda[:N] | mps (default cpu)."""
     run = load_run(directory, device=device)
     data = load_experiment_data(run.config)
+    if hasattr(run.model, "evaluation_losses"):  # a generative family: its own objective's terms, no classes
+        result = {f"test_{k}": v for k, v in evaluate_objective(run.model, data.test, batch_size=batch_size).items()
+                  if k != "accuracy"}
+        (Path(directory) / "evaluation.json").write_text(json.dumps(result, indent=2))
+        return result
     result: dict[str, Any] = evaluate_split(run.model, data.test, loss=run.config.train.loss, batch_size=batch_size)
     result = {f"test_{k}": v for k, v in result.items()}
     if data.task == "classification":

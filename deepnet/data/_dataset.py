@@ -66,6 +66,9 @@ class Dataset:
             args["vocab_size"] = self.vocab_size
         if self.task == "language_modeling":
             args["block_size"] = int(self.train.x.shape[1])
+        if self.preprocessing.get("kind") == "normalize":  # generative models work in pixels
+            args["pixel_mean"] = tuple(self.preprocessing["mean"])
+            args["pixel_std"] = tuple(self.preprocessing["std"])
         return args
 
     def summary(self) -> str:

@@ -2,8 +2,12 @@
 
 from deepnet.models import (  # noqa: F401  (imported for their @register_model side effects)
     alexnet,
+    autoencoder,
     convnet,
+    dbn,
+    ddpm,
     efficientnet,
+    gan,
     googlenet,
     lenet,
     mlp,
@@ -11,6 +15,7 @@ from deepnet.models import (  # noqa: F401  (imported for their @register_model 
     rnn,
     smallcnn,
     transformer,
+    vae,
     vgg,
 )
 from deepnet.models._layers import activation, initialize

@@ -15,6 +15,9 @@ Input conventions, shared by every factory so that the trainer can fill them fro
   accepts ``vocab_size`` and ``block_size``; returns next-token logits ``(B, T, vocab_size)``.
 - ``input_kind="seq2seq"``: ``forward(src, tgt)`` with int64 ``(B, S)`` and ``(B, T)``;
   returns ``(B, T, vocab_size)``.
+- ``input_kind="generative"``: trained on images without a classifier's loss (autoencoders,
+  VAE, GAN, diffusion); the factory accepts ``input_shape`` and the data's ``pixel_mean`` /
+  ``pixel_std``; the model follows the protocol of ``deepnet/models/_pixels.py``.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-InputKind = Literal["image", "vector", "tokens", "lm", "seq2seq"]
+InputKind = Literal["image", "vector", "tokens", "lm", "seq2seq", "generative"]
 
 __all__ = [
     "ModelInfo",

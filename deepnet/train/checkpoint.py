@@ -137,23 +137,23 @@ def latest_checkpoint(directory: str | os.PathLike, report: Callable[[str], None
     raise CheckpointError(f"No checkpoint in {directory}; nothing to resume. Start a new run with `deepnet train`.")
 
 
-def flatten_optimizer_state(state_dict: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """An optimizer's ``state_dict`` split into tensors (``optim/<index>/<name>``) and JSON."""
+def flatten_optimizer_state(state_dict: dict[str, Any], prefix: str = "optim") -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """An optimizer's ``state_dict`` split into tensors (``<prefix>/<index>/<name>``) and JSON."""
     tensors: dict[str, torch.Tensor] = {}
     scalars: dict[str, dict[str, Any]] = {}
     for index, state in state_dict["state"].items():
         for name, value in state.items():
             if isinstance(value, torch.Tensor):
-                tensors[f"optim/{index}/{name}"] = value.detach().cpu().contiguous().clone()
+                tensors[f"{prefix}/{index}/{name}"] = value.detach().cpu().contiguous().clone()
             else:
                 scalars.setdefault(str(index), {})[name] = value
     return tensors, {"param_groups": state_dict["param_groups"], "scalars": scalars}
 
 
-def unflatten_optimizer_state(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict[str, Any]:
+def unflatten_optimizer_state(tensors: dict[str, torch.Tensor], meta: dict[str, Any], prefix: str = "optim") -> dict[str, Any]:
     state: dict[int, dict[str, Any]] = {}
     for key, value in tensors.items():
-        if key.startswith("optim/"):
+        if key.startswith(f"{prefix}/"):
             _, index, name = key.split("/", 2)
             state.setdefault(int(index), {})[name] = value
     for index, scalars in meta["scalars"].items():

@@ -35,6 +35,11 @@ def build_model(config: ExperimentConfig, data: Dataset) -> nn.Module:
             f"Model {name!r} reads token ids but dataset {data.name!r} holds {data.input_kind} inputs. "
             "Pick an image/vector model (e.g. mlp, lenet5) or a text dataset (sst2, tiny-shakespeare)."
         )
+    if info.input_kind == "generative" and data.input_kind != "image":
+        raise ValueError(
+            f"Model {name!r} generates images but dataset {data.name!r} holds {data.input_kind} inputs. "
+            "Train it on an image dataset (mnist, digits, an image folder)."
+        )
     model = initialize(create_model(name, **args), config.model.init)
     model.deepnet_spec = {"name": name, "args": args}
     if config.model.parent:

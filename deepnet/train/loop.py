@@ -50,7 +50,8 @@ from deepnet.train.losses import compute_loss, correct_count
 from deepnet.train.optim import build_optimizer, build_schedule
 from deepnet.train.run import Run, RunError
 
-__all__ = ["Trainer", "TrainingError", "TrainingInterrupted", "fit", "evaluate_split", "seed_everything"]
+__all__ = ["Trainer", "TrainingError", "TrainingInterrupted", "fit", "evaluate_objective", "evaluate_split",
+           "seed_everything"]
 
 
 # Szegedy et al. (2014): "the losses of the auxiliary classifiers were weighted by 0.3".
@@ -108,6 +109,9 @@ def check_model_fits(model: nn.Module, data: Dataset, name: str = "model") -> No
     model.eval()
     try:
         with torch.no_grad():
+            if hasattr(model, "evaluation_losses"):  # a generative family: its objective must run
+                model.evaluation_losses(x, data.train.y[:2].to(x.device))
+                return
             out = model(x)
     except (RuntimeError, ValueError, IndexError) as err:
         first_line = str(err).strip().splitlines()[0][:200]
@@ -154,6 +158,25 @@ def evaluate_split(model: nn.Module, split: Split, *, loss: str = "cross_entropy
     return {"loss": (total_loss / max(count, 1)).item(), "accuracy": (total_correct / max(count, 1)).item()}
 
 
+def evaluate_objective(model: nn.Module, split: Split, *, batch_size: int = 1024,
+                       precision: str = "fp32") -> dict[str, float]:
+    """The mean of each term of ``model.evaluation_losses`` on ``split`` (a family with its own
+    objective: autoencoders, VAE, GAN, diffusion): ``loss`` and the named terms; no accuracy."""
+    was_training = model.training
+    model.eval()
+    device = model_device(model)
+    sums: dict[str, torch.Tensor] = {}
+    count = 0
+    with torch.inference_mode(), autocast(device, precision):
+        for x, y in BatchLoader(split, batch_size):
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            for name, value in model.evaluation_losses(x, y).items():
+                sums[name] = sums.get(name, 0) + value.double() * len(x)
+            count += len(x)
+    model.train(was_training)
+    return {"accuracy": math.nan, **{name: (total / max(count, 1)).item() for name, total in sums.items()}}
+
+
 @contextmanager
 def _signals_caught(trainer: Trainer) -> Iterator[None]:
     """SIGINT/SIGTERM only raise a flag, which the loop reads after each step; a second
@@ -177,6 +200,15 @@ def _signals_caught(trainer: Trainer) -> Iterator[None]:
             signal.signal(signum, action)
 
 
+class _PartParameters(nn.Module):
+    """The parameters of one part of a model (a GAN's generator, one RBM), as a module for
+    the optimizer factory, which groups them by name and shape."""
+
+    def __init__(self, parameters: list[nn.Parameter]) -> None:
+        super().__init__()
+        self.params = nn.ParameterList(parameters)
+
+
 def _sum_dtype(device: torch.device) -> torch.dtype:
     return torch.float32 if device.type == "mps" else torch.float64  # MPS has no float64
 
@@ -189,6 +221,10 @@ class Trainer:
     training batch before the update (adversarial training crafts its examples there), and
     ``loss_fn(logits, y, x) -> loss`` replaces the configured loss (distillation trains on
     a teacher's outputs there).
+    A model with ``parts`` and ``training_losses`` (the generative families, the deep belief
+    net; see ``deepnet/models/_pixels.py``) brings its own objective: each step updates each
+    of its active parts with an optimizer of its own (a GAN's discriminator, then its
+    generator), and ``evaluation_losses`` replaces accuracy on the validation and test splits.
     Launched by torchrun, the trainer is one of ``WORLD_SIZE`` data-parallel workers: the
     model is wrapped in DistributedDataParallel and each worker takes its share of every
     global batch.
@@ -210,6 +246,11 @@ class Trainer:
         torch.set_flush_denormal(True)
         seed_everything(config.seed + self.world.rank, config.deterministic)
         self.model = model.to(self.device)
+        # A family with its own objective: one optimizer (and schedule) per part.
+        self.parts: tuple[str, ...] = tuple(getattr(model, "parts", ())) if hasattr(model, "training_losses") else ()
+        if self.parts and self.world.distributed:
+            raise ValueError(f"Model {model_name!r} trains with its own objective, which data-parallel training does not "
+                             "support yet. Drop --nproc.")
         if config.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         check_model_fits(self.model, data, model_name)
@@ -245,8 +286,11 @@ class Trainer:
         self.steps_per_epoch = len(self.train_loader)
         if config.max_steps_per_epoch:
             self.steps_per_epoch = min(self.steps_per_epoch, config.max_steps_per_epoch)
-        self.optimizer = build_optimizer(self.model, config, self.head_names)
-        self.schedule = build_schedule(self.optimizer, config, self.steps_per_epoch)
+        if self.parts:
+            self._build_part_optimizers()
+        else:
+            self.optimizer = build_optimizer(self.model, config, self.head_names)
+            self.schedule = build_schedule(self.optimizer, config, self.steps_per_epoch)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=config.precision == "fp16")
         fill = float(data.train.x.min()) if data.input_kind == "image" else 0.0
         self.augment = Augment(augment, fill) if augment is not None and augment.enabled else None
@@ -275,6 +319,29 @@ class Trainer:
         self._good_state: tuple[dict[str, torch.Tensor], dict[str, Any]] | None = None  # reduce_lr
         self._recent_losses: list[torch.Tensor] = []  # on_nan=stop: checked every few steps
         self._loss_was_finite: bool | None = None  # on_nan=skip_batch|reduce_lr: this step's verdict
+
+    def _build_part_optimizers(self) -> None:
+        """One optimizer per part; a part's schedule spans the epochs in which it trains."""
+        c = self.config
+        active = getattr(self.model, "active_parts", lambda epoch: self.parts)
+        epochs = {part: sum(part in active(e) for e in range(c.epochs)) for part in self.parts}
+        self.part_parameters = {part: self.model.part_parameters(part) for part in self.parts}
+        self.optimizers = {part: build_optimizer(_PartParameters(self.part_parameters[part]), c) for part in self.parts}
+        self.schedules = {}
+        for part, optimizer in self.optimizers.items():
+            part_config = c.model_copy(update={"epochs": max(epochs[part], 1),
+                                               "warmup_epochs": min(c.warmup_epochs, max(epochs[part] - 1, 0))})
+            self.schedules[part] = build_schedule(optimizer, part_config, self.steps_per_epoch)
+        self.optimizer, self.schedule = self.optimizers[self.parts[0]], self.schedules[self.parts[0]]
+
+    def active_parts(self) -> tuple[str, ...]:
+        """The parts trained in the current epoch (all of them unless the model says otherwise)."""
+        active = getattr(self.model, "active_parts", None)
+        return tuple(active(self.epoch)) if active is not None else self.parts
+
+    def current_lr(self) -> float:
+        optimizer = self.optimizers[self.active_parts()[0]] if self.parts else self.optimizer
+        return optimizer.param_groups[0]["lr"]
 
     def close(self) -> None:
         """Leave the process group this trainer joined. DDP's reducer goes first: were it the
@@ -343,7 +410,7 @@ class Trainer:
         loss_sum, seen = self.loss_sum.item(), self.seen  # the epoch's running sums, read, not kept twice
         if seen > self.window_start[1]:
             self.steps_log.append({"step": self.step, "epoch": self.epoch + self.batch / self.steps_per_epoch,
-                                   "lr": self.optimizer.param_groups[0]["lr"],
+                                   "lr": self.current_lr(),
                                    "train_loss": (loss_sum - self.window_start[0]) / (seen - self.window_start[1])})
         self.window_start = (loss_sum, seen)
 
@@ -351,12 +418,16 @@ class Trainer:
         self.loss_sum = torch.zeros((), dtype=_sum_dtype(self.device), device=self.device)
         self.correct = torch.zeros((), dtype=torch.int64, device=self.device)
         self.seen = 0
+        self.term_sums: dict[str, torch.Tensor] = {}  # a family's named loss terms, summed over examples
+        self._counted_correct = not self.parts  # a family's parts report logits only while classifying
         self.epoch_seconds = 0.0
         self.window_start: tuple[float, int] = (0.0, 0)  # the sums when the last steps.csv row was written
 
     # -- one step -------------------------------------------------------------------------
     def train_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One optimizer update on a batch; returns (loss, number correct) as tensors."""
+        if self.parts:
+            return self.objective_step(x, y)
         c = self.config
         if self.augment is not None:
             x = self.augment(x, self.augment_generator)
@@ -384,6 +455,39 @@ class Trainer:
         self._step_schedule()
         return loss.detach(), correct_count(logits.detach(), y)
 
+    def objective_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The step of a family with its own objective: each active part in turn computes its
+        ``training_losses`` and takes an update with its own optimizer (a GAN's discriminator,
+        then its generator; an RBM's CD-k). Returns the sum of the parts' losses and the number
+        correct (when a part reports ``logits``)."""
+        c = self.config
+        if self.augment is not None:
+            x = self.augment(x, self.augment_generator)
+        total = torch.zeros((), device=self.device)
+        correct = torch.zeros((), dtype=torch.int64, device=self.device)
+        for part in self.active_parts():
+            optimizer = self.optimizers[part]
+            with autocast(self.device, c.precision):
+                losses = self.model.training_losses(x, y, part)
+            loss = losses["loss"]
+            optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            if self.update_allowed(loss):
+                if c.grad_clip:
+                    self.scaler.unscale_(optimizer)
+                    torch.nn.utils.clip_grad_norm_(self.part_parameters[part], c.grad_clip)
+                self.scaler.step(optimizer)
+            self._step_schedule(self.schedules[part])
+            for name, value in losses.items():
+                if name == "logits":
+                    correct += correct_count(value, y)
+                    self._counted_correct = True
+                elif name != "loss":
+                    self.term_sums[name] = self.term_sums.get(name, 0) + value.detach().double() * len(y)
+            total = total + loss.detach().float()
+        self.scaler.update()
+        return total, correct
+
     def update_allowed(self, loss: torch.Tensor) -> bool:
         """False when ``on_nan`` skips or rolls back this step's non-finite loss (on every
         rank alike). ``stop`` never waits for the loss here: the loop checks it later."""
@@ -392,16 +496,17 @@ class Trainer:
         self._loss_was_finite = not distributed.any_rank(not bool(torch.isfinite(loss)), self.device)
         return self._loss_was_finite
 
-    def _step_schedule(self) -> None:
-        if self.step == 0:
+    def _step_schedule(self, schedule: torch.optim.lr_scheduler.LRScheduler | None = None) -> None:
+        schedule = schedule or self.schedule
+        if schedule.last_epoch == 0:
             # PyTorch warns when the first schedule step follows no optimizer step, which is
             # what a skipped update (fp16 overflow, on_nan) looks like; the schedule keeps
             # counting steps on purpose.
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)`")
-                self.schedule.step()
+                schedule.step()
         else:
-            self.schedule.step()
+            schedule.step()
 
     # -- the loop -------------------------------------------------------------------------
     def fit(self, checkpoint_dir: Path | None = None) -> list[dict[str, float]]:
@@ -458,6 +563,7 @@ class Trainer:
 
     def _end_epoch(self) -> None:
         c = self.config
+        lr = self.current_lr()  # of the parts this epoch trained
         if c.on_nan == "stop":
             self._stop_on_nonfinite(None)
         loss_sum, correct, seen = distributed.sum_across([self.loss_sum.item(), self.correct.item(), self.seen], self.device)
@@ -467,10 +573,13 @@ class Trainer:
         self.train_seconds += seconds
         self.epoch += 1
         self.batch = 0
-        row = {"epoch": self.epoch, "step": self.step, "lr": self.optimizer.param_groups[0]["lr"],
-               "train_loss": train_loss, "train_accuracy": correct / max(seen, 1) if self._has_accuracy() else math.nan,
+        terms = {f"train_{name}": float(total) / max(self.seen, 1) for name, total in self.term_sums.items()}
+        terms.update({f"val_{name}": value for name, value in val.items() if name not in ("loss", "accuracy")})
+        row = {"epoch": self.epoch, "step": self.step, "lr": lr,
+               "train_loss": train_loss,
+               "train_accuracy": correct / max(seen, 1) if self._has_accuracy() and self._counted_correct else math.nan,
                "val_loss": val["loss"], "val_accuracy": val["accuracy"] if self._has_accuracy() else math.nan,
-               "seconds": seconds, "samples_per_second": seen / seconds if seconds else 0.0}
+               "seconds": seconds, "samples_per_second": seen / seconds if seconds else 0.0, **terms}
         self._reset_epoch_sums()
         self.history.append(row)
         if self.early_stopping is not None and self.early_stopping.update(row, self.model):
@@ -486,6 +595,8 @@ class Trainer:
         """Mean loss and accuracy on ``split``; data-parallel workers each take a contiguous
         share and add up their sums, so every worker gets the same figures."""
         c = self.config
+        if hasattr(self.model, "evaluation_losses"):
+            return evaluate_objective(self.model, split, batch_size=c.eval_batch_size, precision=c.precision)
         if not self.world.distributed:
             return evaluate_split(self.model, split, loss=c.loss, batch_size=c.eval_batch_size, precision=c.precision)
         share = -(-len(split) // self.world.size)
@@ -497,6 +608,8 @@ class Trainer:
         return {"loss": loss_sum / max(count, 1), "accuracy": correct / max(count, 1)}
 
     def _has_accuracy(self) -> bool:
+        if hasattr(self.model, "evaluation_losses"):  # a generative family: no classes to get right
+            return False
         return self.config.loss == "cross_entropy" or self.data.task == "classification"
 
     def _emit(self, event: str, *args: Any, logs: dict | None = None) -> None:
@@ -610,8 +723,14 @@ class Trainer:
         tensors.update(optim_tensors)
         if self.early_stopping is not None and self.early_stopping.best_state is not None:
             tensors.update({f"best/{k}": v.contiguous() for k, v in self.early_stopping.best_state.items()})
+        parts_meta = {}
+        for part in self.parts[1:]:  # the first part's optimizer is self.optimizer, stored as usual
+            part_tensors, part_optimizer = flatten_optimizer_state(self.optimizers[part].state_dict(), prefix=f"optim.{part}")
+            tensors.update(part_tensors)
+            parts_meta[part] = {"optimizer": part_optimizer, "schedule": self.schedules[part].state_dict()}
         rank_state = {**rng_states(self.device, self.augment_generator),
-                      "loss_sum": self.loss_sum.item(), "correct": int(self.correct.item()), "seen": self.seen}
+                      "loss_sum": self.loss_sum.item(), "correct": int(self.correct.item()), "seen": self.seen,
+                      **({"term_sums": {k: float(v) for k, v in self.term_sums.items()}} if self.parts else {})}
         meta = {
             "epoch": self.epoch, "batch": self.batch, "step": self.step, "steps_per_epoch": self.steps_per_epoch,
             "train_seconds": self.train_seconds, "epoch_seconds": self.epoch_seconds,
@@ -623,6 +742,7 @@ class Trainer:
             "scaler": self.scaler.state_dict(),
             "early_stopping": self.early_stopping.state() if self.early_stopping else None,
             "ranks": distributed.all_gather_objects(rank_state),
+            **({"parts": parts_meta} if parts_meta else {}),
             **self.identity,
         }
         return tensors, meta
@@ -631,6 +751,9 @@ class Trainer:
         self.model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model/")})
         self.optimizer.load_state_dict(unflatten_optimizer_state(tensors, meta["optimizer"]))
         self.schedule.load_state_dict(meta["schedule"])
+        for part, saved in meta.get("parts", {}).items():
+            self.optimizers[part].load_state_dict(unflatten_optimizer_state(tensors, saved["optimizer"], prefix=f"optim.{part}"))
+            self.schedules[part].load_state_dict(saved["schedule"])
         if meta["scaler"]:
             self.scaler.load_state_dict(meta["scaler"])
         if self.early_stopping is not None and meta["early_stopping"]:
@@ -651,6 +774,7 @@ class Trainer:
         self.loss_sum.fill_(mine["loss_sum"])
         self.correct.fill_(mine["correct"])
         self.seen = mine["seen"]
+        self.term_sums = {k: torch.tensor(v, dtype=torch.float64) for k, v in mine.get("term_sums", {}).items()}
 
     def save_checkpoint(self) -> Path:
         """Write the training state to ``checkpoint_dir`` (rank 0 writes; every rank must call)."""
@@ -684,7 +808,7 @@ def model_spec(model: nn.Module, data: Dataset, config: ExperimentConfig) -> dic
         "input_shape": list(data.input_shape),
         "input_kind": data.input_kind,
         "dtype": str(data.train.x.dtype).replace("torch.", ""),
-        "task": data.task,
+        "task": "generation" if hasattr(model, "evaluation_losses") else data.task,
         "num_classes": data.num_classes,
         "class_names": data.class_names,
         "vocab_size": data.vocab_size,
@@ -768,6 +892,7 @@ def _train_and_save(trainer: Trainer, experiment: ExperimentConfig, out_dir: Pat
     metrics = {
         "test_loss": test["loss"],
         **({"test_accuracy": test["accuracy"]} if trainer._has_accuracy() else {}),
+        **{f"test_{name}": value for name, value in test.items() if name not in ("loss", "accuracy")},
         "samples_per_second": samples / trainer.train_seconds if trainer.train_seconds else 0.0,
         "train_seconds": trainer.train_seconds,
         "epochs": trainer.epoch,
@@ -779,4 +904,8 @@ def _train_and_save(trainer: Trainer, experiment: ExperimentConfig, out_dir: Pat
               history=trainer.history, steps=trainer.steps_log, metrics=metrics)
     if writes:
         run.save(out_dir)
+        if hasattr(trainer.model, "sample") or hasattr(trainer.model, "encode"):
+            from deepnet.train.plots import plot_generative
+
+            plot_generative(trainer.model, data, out_dir / "plots", seed=experiment.train.seed)
     return run

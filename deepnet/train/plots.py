@@ -10,7 +10,8 @@ matplotlib.use("Agg")  # files only; never needs a display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-__all__ = ["as_raw", "displayable", "plot_confusion_matrix", "plot_image_grid", "plot_learning_curves"]
+__all__ = ["as_raw", "displayable", "plot_confusion_matrix", "plot_generative", "plot_image_grid", "plot_learning_curves",
+           "plot_loss_terms", "save_image_grid"]
 
 
 def plot_learning_curves(history: list[dict[str, float]], path: Path, *, steps: list[dict[str, float]] | None = None,
@@ -116,3 +117,66 @@ def plot_image_grid(images: list[np.ndarray], titles: list[str], path: Path, *, 
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def plot_loss_terms(history: list[dict[str, float]], path: Path) -> None:
+    """One panel per named loss term of a family with its own objective (a GAN's ``d_loss``
+    and ``g_loss``, a VAE's reconstruction and KL terms), train and validation per epoch."""
+    names = list(dict.fromkeys(k[6:] for k in history[0] if k.startswith("train_") and k[6:] not in ("loss", "accuracy")))
+    epochs = [row["epoch"] for row in history]
+    fig, axes = plt.subplots(1, len(names), figsize=(3.6 * len(names), 3.2), squeeze=False)
+    for ax, name in zip(axes[0], names):
+        for split, style in (("train", "-o"), ("val", "-s")):
+            values = [row.get(f"{split}_{name}", np.nan) for row in history]
+            if np.isfinite(values).any():
+                ax.plot(epochs, values, style, markersize=3, label=split)
+        ax.set(xlabel="epoch", title=name.replace("_", " "))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def save_image_grid(images, path: Path, columns: int = 8) -> None:
+    """Images ``(N, C, H, W)`` with pixels in [0, 1] as one PNG tiled ``columns`` wide, at
+    their own resolution (a 2-pixel gap between images)."""
+    images = np.asarray(images, dtype=np.float32).clip(0, 1)
+    n, channels, height, width = images.shape
+    columns = max(1, min(columns, n))
+    rows = -(-n // columns)
+    gap = 2
+    canvas = np.ones((rows * (height + gap) + gap, columns * (width + gap) + gap, channels), dtype=np.float32)
+    for i, image in enumerate(images):
+        r, c = divmod(i, columns)
+        top, left = gap + r * (height + gap), gap + c * (width + gap)
+        canvas[top:top + height, left:left + width] = image.transpose(1, 2, 0)
+    scale = max(1, 256 // max(canvas.shape[:2]))  # small digits are shown larger
+    canvas = canvas.repeat(scale, 0).repeat(scale, 1)
+    plt.imsave(path, canvas[..., 0] if channels == 1 else canvas, cmap="gray" if channels == 1 else None, vmin=0, vmax=1)
+
+
+def plot_generative(model, data, directory: Path, *, seed: int = 0, n: int = 64) -> None:
+    """The pictures of a generative run: ``samples.png`` (what the model draws), for models
+    that encode ``reconstructions.png`` (test images above their reconstructions) and, for a
+    VAE, ``interpolations.png`` (decoded straight lines between test images' codes)."""
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        if hasattr(model, "sample"):
+            options = getattr(model, "preview_sampling", {})
+            save_image_grid(model.sample(n, generator=generator, **options).cpu(), directory / "samples.png")
+        test = data.test.x[:n // 2].to(device)
+        if hasattr(model, "encode") and len(test) and test.dim() == 4:
+            originals = model.pixels.to_pixels(test)
+            rebuilt = model(test)
+            rows = [torch.cat([originals[i:i + 8], rebuilt[i:i + 8]]) for i in range(0, len(test), 8)]
+            save_image_grid(torch.cat(rows).cpu(), directory / "reconstructions.png")
+        if hasattr(model, "interpolate") and len(test) >= 16:
+            paths = model.interpolate(test[:8], test[8:16], steps=10)  # (8, 10, C, H, W)
+            save_image_grid(paths.flatten(0, 1).cpu(), directory / "interpolations.png", columns=10)
+    model.train(was_training)

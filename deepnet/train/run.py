@@ -107,11 +107,20 @@ class Run:
             from deepnet.train.plots import plot_learning_curves
 
             plot_learning_curves(self.history, out / "plots" / "learning_curves.png", steps=self.steps)
+            if any(k.startswith("train_") and k not in HISTORY_FIELDS for k in self.history[0]):
+                from deepnet.train.plots import plot_loss_terms
+
+                plot_loss_terms(self.history, out / "plots" / "loss_terms.png")
         self.directory = out
         return out
 
 
 def write_history(history: list[dict[str, float]], path: Path, fields: list[str] = HISTORY_FIELDS) -> None:
+    """``fields`` first, then any other columns the rows hold (a family's named loss terms,
+    e.g. ``train_d_loss``), in the order they first appear."""
+    extra = [k for row in history for k in row if k not in fields and k != "samples_per_second"]
+    fields = [*fields, *dict.fromkeys(extra)]
+
     def write(tmp: Path) -> None:
         with tmp.open("w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")

@@ -1,0 +1,236 @@
+"""Denoising diffusion (Ho, Jain & Abbeel 2020) with a small U-Net, and DDIM sampling
+(Song, Meng & Ermon 2021).
+
+Training: an image ``x0`` (pixels scaled to [-1, 1]), a step ``t`` drawn uniformly from
+1..T, noise ``eps``; the network sees ``x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps`` and
+``t`` and predicts ``eps`` (mean squared error: the "simple" loss). The noise schedule is
+linear (beta from 1e-4 to 0.02, the paper's) or cosine (Nichol & Dhariwal 2021).
+Sampling: ancestral, T steps from pure noise with the posterior variance; or DDIM
+(deterministic, eta = 0) on an evenly spaced subset of the steps, e.g. 50 instead of 1000.
+
+The U-Net: residual blocks (group norm, SiLU, 3x3 convolutions, the step's sinusoidal
+embedding added in between) at three resolutions with widths w, 2w and 4w (with ``patch=2``
+the first level sits at half the image size), stride-2 convolutions down, nearest upsampling
+and convolutions up, skip connections concatenated.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from deepnet.models._layers import check_image_shape
+from deepnet.models._pixels import PixelScale
+from deepnet.models._registry import register_model
+
+__all__ = ["DDPM", "DDPMConfig", "UNet", "noise_schedule"]
+
+
+@dataclass(frozen=True)
+class DDPMConfig:
+    input_shape: tuple[int, int, int] = (1, 28, 28)
+    width: int = 32  # channels at the first level; 2x at the second, 4x at the third
+    patch: int = 1  # 2: the first level at half resolution
+    timesteps: int = 1000
+    schedule: str = "linear"  # linear | cosine
+    ema_decay: float = 0.999  # sampling uses an exponential moving average of the weights; 0 = the weights
+    pixel_mean: tuple[float, ...] | None = None
+    pixel_std: tuple[float, ...] | None = None
+
+
+def noise_schedule(name: str, timesteps: int) -> torch.Tensor:
+    """``beta_t`` for t = 1..T, shape ``(T,)``, float64."""
+    if name == "linear":
+        return torch.linspace(1e-4, 0.02, timesteps, dtype=torch.float64) * (1000 / timesteps)
+    s = 0.008
+    steps = torch.arange(timesteps + 1, dtype=torch.float64) / timesteps
+    alpha_bar = torch.cos((steps + s) / (1 + s) * math.pi / 2) ** 2
+    return (1 - alpha_bar[1:] / alpha_bar[:-1]).clamp(max=0.999)
+
+
+def step_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
+    """Sinusoidal embedding of integer steps ``(B,)`` -> ``(B, dim)`` (as in the Transformer)."""
+    half = dim // 2
+    frequencies = torch.exp(-math.log(10_000) * torch.arange(half, device=t.device) / half)
+    angles = t.float().unsqueeze(1) * frequencies.unsqueeze(0)  # (B, half)
+    return torch.cat([angles.sin(), angles.cos()], dim=1)
+
+
+class ResBlock(nn.Module):
+    def __init__(self, in_channels: int, out_channels: int, embed_dim: int) -> None:
+        super().__init__()
+        self.norm1 = nn.GroupNorm(min(8, in_channels), in_channels)
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1)
+        self.step = nn.Linear(embed_dim, out_channels)
+        self.norm2 = nn.GroupNorm(min(8, out_channels), out_channels)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1)
+        self.skip = nn.Conv2d(in_channels, out_channels, 1) if in_channels != out_channels else nn.Identity()
+
+    def forward(self, x: torch.Tensor, embedding: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(F.silu(self.norm1(x)))
+        h = h + self.step(embedding)[:, :, None, None]  # (B, out, 1, 1) broadcast over the map
+        h = self.conv2(F.silu(self.norm2(h)))
+        return h + self.skip(x)
+
+
+class UNet(nn.Module):
+    """Noisy images ``(B, C, H, W)`` and steps ``(B,)`` -> predicted noise ``(B, C, H, W)``."""
+
+    def __init__(self, channels: int, width: int, patch: int = 1) -> None:
+        super().__init__()
+        w1, w2, w3 = width, 2 * width, 4 * width
+        self.embed_dim = 4 * width
+        self.embed = nn.Sequential(nn.Linear(width, self.embed_dim), nn.SiLU(), nn.Linear(self.embed_dim, self.embed_dim))
+        # patch=2: the levels sit at H/2, H/4, H/8, entered by a stride-2 convolution and left
+        # by a transposed one; for the same compute, twice the width at every level.
+        self.stem = nn.Conv2d(channels, w1, 3, padding=1) if patch == 1 else nn.Conv2d(channels, w1, 4, stride=2, padding=1)
+        self.down1 = ResBlock(w1, w1, self.embed_dim)  # H
+        self.pool1 = nn.Conv2d(w1, w1, 3, stride=2, padding=1)
+        self.down2 = ResBlock(w1, w2, self.embed_dim)  # H/2
+        self.pool2 = nn.Conv2d(w2, w2, 3, stride=2, padding=1)
+        self.middle = ResBlock(w2, w3, self.embed_dim)  # H/4: wide, since a map of H/4 x W/4 is cheap
+        self.up2 = ResBlock(w3 + w2, w2, self.embed_dim)  # H/2, after concatenating down2's output
+        self.up1 = ResBlock(w2 + w1, w1, self.embed_dim)  # H
+        self.head = nn.Sequential(nn.GroupNorm(min(8, w1), w1), nn.SiLU(),
+                                  nn.Conv2d(w1, channels, 3, padding=1) if patch == 1
+                                  else nn.ConvTranspose2d(w1, channels, 4, stride=2, padding=1))
+        self.width = width
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        e = self.embed(step_embedding(t, self.width))  # (B, embed_dim)
+        h1 = self.down1(self.stem(x), e)  # (B, w1, H/p, W/p), p = patch
+        h2 = self.down2(self.pool1(h1), e)  # (B, w2, H/2p, W/2p)
+        h = self.middle(self.pool2(h2), e)  # (B, w3, H/4p, W/4p)
+        h = F.interpolate(h, size=h2.shape[-2:], mode="nearest")
+        h = self.up2(torch.cat([h, h2], dim=1), e)  # (B, w2, H/2p, W/2p)
+        h = F.interpolate(h, size=h1.shape[-2:], mode="nearest")
+        h = self.up1(torch.cat([h, h1], dim=1), e)  # (B, w1, H/p, W/p)
+        return self.head(h)  # (B, C, H, W)
+
+
+class DDPM(nn.Module):
+    """``forward(x_t, t)``: the U-Net's noise prediction; ``sample`` draws images in [0, 1]."""
+
+    parts = ("model",)
+    conditional_classes = 0
+    preview_sampling = {"method": "ddim"}  # the grid written at the end of training: DDIM, 50 steps
+
+    def __init__(self, config: DDPMConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.pixels = PixelScale(config.input_shape[0], config.pixel_mean, config.pixel_std)
+        self.unet = UNet(config.input_shape[0], config.width, config.patch)
+        betas = noise_schedule(config.schedule, config.timesteps)
+        alpha_bar = torch.cumprod(1 - betas, 0)
+        self.register_buffer("betas", betas.float(), persistent=False)
+        self.register_buffer("alpha_bar", alpha_bar.float(), persistent=False)
+        # The average is kept as buffers (saved with the weights, not trained); it is updated
+        # at the start of each training step, so it trails the weights by one update.
+        self.ema_names = [name for name, _ in self.unet.named_parameters()]
+        for name, p in self.unet.named_parameters():
+            self.register_buffer("ema_" + name.replace(".", "_"), p.detach().clone())
+
+    def _update_average(self) -> None:
+        decay = self.config.ema_decay
+        with torch.no_grad():
+            for name, p in self.unet.named_parameters():
+                getattr(self, "ema_" + name.replace(".", "_")).lerp_(p, 1 - decay)
+
+    def denoiser(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """The noise prediction used for sampling: with the averaged weights when ``ema_decay > 0``."""
+        if not self.config.ema_decay:
+            return self.unet(x_t, t)
+        averaged = {name: getattr(self, "ema_" + name.replace(".", "_")) for name in self.ema_names}
+        return torch.func.functional_call(self.unet, averaged, (x_t, t))
+
+    def part_parameters(self, part: str) -> list[nn.Parameter]:
+        return list(self.parameters())
+
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return self.unet(x_t, t)
+
+    def _losses(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        x0 = self.pixels.to_pixels(x) * 2 - 1
+        t = torch.randint(0, self.config.timesteps, (len(x),), device=x.device)  # index 0 is step 1
+        noise = torch.randn_like(x0)
+        abar = self.alpha_bar[t].view(-1, 1, 1, 1)
+        x_t = abar.sqrt() * x0 + (1 - abar).sqrt() * noise
+        loss = F.mse_loss(self.unet(x_t, t), noise)
+        return {"loss": loss, "noise_mse": loss}
+
+    def training_losses(self, x: torch.Tensor, y: torch.Tensor, part: str = "model") -> dict[str, torch.Tensor]:
+        if self.config.ema_decay:
+            self._update_average()
+        return self._losses(x)
+
+    def evaluation_losses(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self._losses(x)
+
+    @torch.no_grad()
+    def sample(self, n: int, labels: torch.Tensor | None = None, generator: torch.Generator | None = None,
+               method: str = "ddpm", steps: int | None = None) -> torch.Tensor:
+        """``n`` images ``(n, C, H, W)`` in [0, 1]. ``method="ddpm"``: ancestral sampling over
+        all T steps; ``"ddim"``: deterministic DDIM over ``steps`` evenly spaced steps (default 50)."""
+        if method not in ("ddpm", "ddim"):
+            raise ValueError(f"Unknown sampling method {method!r}; choose ddpm or ddim.")
+        device = self.betas.device
+        shape = (n, *self.config.input_shape)
+        x = torch.randn(shape, generator=generator).to(device)
+        T = self.config.timesteps
+        if method == "ddpm":
+            for i in reversed(range(T)):
+                t = torch.full((n,), i, device=device, dtype=torch.int64)
+                eps = self.denoiser(x, t)
+                abar, beta = self.alpha_bar[i], self.betas[i]
+                abar_prev = self.alpha_bar[i - 1] if i > 0 else torch.ones((), device=device)
+                x0 = ((x - (1 - abar).sqrt() * eps) / abar.sqrt()).clamp(-1, 1)
+                # the mean of q(x_{t-1} | x_t, x0), and its variance beta~ (Ho et al. eq. 6-7)
+                mean = (abar_prev.sqrt() * beta / (1 - abar)) * x0 + ((1 - beta).sqrt() * (1 - abar_prev) / (1 - abar)) * x
+                if i > 0:
+                    variance = beta * (1 - abar_prev) / (1 - abar)
+                    x = mean + variance.sqrt() * torch.randn(shape, generator=generator).to(device)
+                else:
+                    x = mean
+        else:
+            count = steps or min(50, T)
+            if not 1 <= count <= T:
+                raise ValueError(f"DDIM takes between 1 and {T} steps; received {count}.")
+            times = torch.linspace(T - 1, 0, count).round().long().tolist()
+            for j, i in enumerate(times):
+                t = torch.full((n,), i, device=device, dtype=torch.int64)
+                eps = self.denoiser(x, t)
+                abar = self.alpha_bar[i]
+                abar_prev = self.alpha_bar[times[j + 1]] if j + 1 < count else torch.ones((), device=device)
+                x0 = ((x - (1 - abar).sqrt() * eps) / abar.sqrt()).clamp(-1, 1)
+                eps = (x - abar.sqrt() * x0) / (1 - abar).sqrt()  # consistent with the clipped x0
+                x = abar_prev.sqrt() * x0 + (1 - abar_prev).sqrt() * eps
+        return ((x + 1) / 2).clamp(0, 1)
+
+
+@register_model(family="diffusion", year=2020, input_kind="generative",
+                paper="Ho, Jain & Abbeel, Denoising Diffusion Probabilistic Models, NeurIPS 2020; "
+                      "Song, Meng & Ermon, Denoising Diffusion Implicit Models, ICLR 2021",
+                tiny={"input_shape": (1, 8, 8), "width": 8, "timesteps": 20})
+def ddpm(input_shape: tuple[int, int, int] = (1, 28, 28), width: int = 32, patch: int = 1, timesteps: int = 1000,
+         schedule: str = "linear", ema_decay: float = 0.999, pixel_mean: tuple[float, ...] | None = None,
+         pixel_std: tuple[float, ...] | None = None) -> DDPM:
+    """DDPM with a small U-Net; ancestral and DDIM sampling."""
+    input_shape = tuple(input_shape)
+    check_image_shape("ddpm", input_shape)
+    if schedule not in ("linear", "cosine"):
+        raise ValueError(f"Received an invalid value for `schedule`: expected 'linear' or 'cosine'. Received: schedule={schedule!r}.")
+    if timesteps < 2 or width < 8 or width % 2:
+        raise ValueError(f"Received an invalid value for `timesteps`/`width`: expected timesteps >= 2 and an even "
+                         f"width >= 8. Received: timesteps={timesteps}, width={width}.")
+    if patch not in (1, 2) or (patch == 2 and (input_shape[1] % 2 or input_shape[2] % 2)):
+        raise ValueError(f"Received an invalid value for `patch`: 1, or 2 for even heights and widths. "
+                         f"Received: patch={patch}, input_shape={input_shape}.")
+    if not 0 <= ema_decay < 1:
+        raise ValueError(f"Received an invalid value for `ema_decay`: expected 0 <= ema_decay < 1. Received: ema_decay={ema_decay}.")
+    return DDPM(DDPMConfig(input_shape=input_shape, width=width, patch=patch, timesteps=timesteps, schedule=schedule, ema_decay=ema_decay,
+                           pixel_mean=tuple(pixel_mean) if pixel_mean is not None else None,
+                           pixel_std=tuple(pixel_std) if pixel_std is not None else None))

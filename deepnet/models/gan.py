@@ -1,0 +1,200 @@
+"""Generative adversarial networks: DCGAN (Radford et al. 2016) for small images, and its
+class-conditional variant.
+
+The generator maps a Gaussian code through a linear layer to a ``(2w, H/4, W/4)`` map and two
+stride-2 transposed convolutions to the image; the discriminator mirrors it with stride-2
+convolutions. The DCGAN stabilisers: batch norm in the generator (not on its output) and in
+the discriminator (not on its input layer), LeakyReLU(0.2) in the discriminator, weights from
+N(0, 0.02), Adam with beta1 = 0.5 (set in the config), the non-saturating generator loss, and
+one-sided label smoothing (real targets 0.9, Salimans et al. 2016).
+The conditional variant feeds a label embedding to the generator beside the code and gives
+the discriminator a projection term, ``<embed(y), features>`` (Miyato & Koyama 2018).
+
+Training alternates two parts with an optimizer each: ``discriminator`` then ``generator``.
+The generator step reuses the batch of fakes drawn in the discriminator step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from deepnet.models._layers import check_image_shape
+from deepnet.models._pixels import PixelScale
+from deepnet.models._registry import register_model
+
+__all__ = ["DCGAN", "DCGANConfig"]
+
+REAL_TARGET = 0.9  # one-sided label smoothing
+
+
+@dataclass(frozen=True)
+class DCGANConfig:
+    input_shape: tuple[int, int, int] = (1, 28, 28)
+    latent_dim: int = 64
+    width: int = 64  # channels of the widest-resolution feature map; the other stage has 2x
+    num_classes: int = 10
+    conditional: bool = False
+    pixel_mean: tuple[float, ...] | None = None
+    pixel_std: tuple[float, ...] | None = None
+
+
+class Generator(nn.Module):
+    """Codes ``(B, latent_dim)`` (and labels ``(B,)``) -> images ``(B, C, H, W)`` in [-1, 1]."""
+
+    def __init__(self, config: DCGANConfig) -> None:
+        super().__init__()
+        channels, height, width = config.input_shape
+        w = config.width
+        self.start = (2 * w, height // 4, width // 4)
+        self.embed = nn.Embedding(config.num_classes, config.latent_dim) if config.conditional else None
+        inputs = config.latent_dim * (2 if config.conditional else 1)
+        self.project = nn.Sequential(nn.Linear(inputs, 2 * w * (height // 4) * (width // 4), bias=False),
+                                     nn.BatchNorm1d(2 * w * (height // 4) * (width // 4)), nn.ReLU(inplace=True))
+        self.upsample = nn.Sequential(
+            nn.ConvTranspose2d(2 * w, w, 4, stride=2, padding=1, bias=False), nn.BatchNorm2d(w), nn.ReLU(inplace=True),
+            nn.ConvTranspose2d(w, channels, 4, stride=2, padding=1), nn.Tanh())
+
+    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        if self.embed is not None:
+            z = torch.cat([z, self.embed(labels)], dim=1)  # (B, 2 * latent_dim)
+        return self.upsample(self.project(z).view(len(z), *self.start))  # (B, 2w, H/4, W/4) -> (B, C, H, W)
+
+
+class Discriminator(nn.Module):
+    """Images ``(B, C, H, W)`` in [-1, 1] (and labels) -> real/fake logits ``(B,)``."""
+
+    def __init__(self, config: DCGANConfig) -> None:
+        super().__init__()
+        channels, height, width = config.input_shape
+        w = config.width
+        features = 2 * w * (height // 4) * (width // 4)
+        self.features = nn.Sequential(
+            nn.Conv2d(channels, w, 4, stride=2, padding=1), nn.LeakyReLU(0.2, inplace=True),  # (B, w, H/2, W/2)
+            nn.Conv2d(w, 2 * w, 4, stride=2, padding=1, bias=False), nn.BatchNorm2d(2 * w),
+            nn.LeakyReLU(0.2, inplace=True), nn.Flatten())  # (B, 2w * H/4 * W/4)
+        self.head = nn.Linear(features, 1)
+        self.embed = nn.Embedding(config.num_classes, features) if config.conditional else None
+
+    def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        h = self.features(images)
+        logits = self.head(h).squeeze(1)
+        if self.embed is not None:
+            logits = logits + (self.embed(labels) * h).sum(1)  # the projection term
+        return logits
+
+
+class DCGAN(nn.Module):
+    """``forward(z, labels)``: codes ``(B, latent_dim)`` -> images ``(B, C, H, W)`` in [0, 1]."""
+
+    parts = ("discriminator", "generator")
+
+    def __init__(self, config: DCGANConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.conditional_classes = config.num_classes if config.conditional else 0
+        self.pixels = PixelScale(config.input_shape[0], config.pixel_mean, config.pixel_std)
+        self.generator = Generator(config)
+        self.discriminator = Discriminator(config)
+        for module in self.modules():
+            if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear, nn.Embedding)):
+                nn.init.normal_(module.weight, 0.0, 0.02)
+                if getattr(module, "bias", None) is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
+                nn.init.normal_(module.weight, 1.0, 0.02)
+                nn.init.zeros_(module.bias)
+        self._fakes: tuple[torch.Tensor, torch.Tensor | None] | None = None  # from the discriminator step
+
+    def part_parameters(self, part: str) -> list[nn.Parameter]:
+        return list(getattr(self, part).parameters())
+
+    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        return (self.generator(z, labels if self.conditional_classes else None) + 1) / 2
+
+    def _fake(self, n: int, labels: torch.Tensor) -> torch.Tensor:
+        z = torch.randn(n, self.config.latent_dim, device=labels.device)
+        return self.generator(z, labels if self.conditional_classes else None)  # (n, C, H, W) in [-1, 1]
+
+    def _real(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pixels.to_pixels(x) * 2 - 1
+
+    def _judge(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return self.discriminator(images, labels if self.conditional_classes else None)
+
+    def _discriminator_loss(self, x: torch.Tensor, y: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+        real_logits, fake_logits = self._judge(self._real(x), y), self._judge(fake.detach(), y)
+        return (F.binary_cross_entropy_with_logits(real_logits, torch.full_like(real_logits, REAL_TARGET))
+                + F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits)))
+
+    def _generator_loss(self, y: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+        fake_logits = self._judge(fake, y)
+        return F.binary_cross_entropy_with_logits(fake_logits, torch.ones_like(fake_logits))  # non-saturating
+
+    def training_losses(self, x: torch.Tensor, y: torch.Tensor, part: str) -> dict[str, torch.Tensor]:
+        """The fakes are labelled like the real batch, so the class mix follows the data."""
+        if part == "discriminator":
+            fake = self._fake(len(x), y)
+            self._fakes = (fake, y)
+            loss = self._discriminator_loss(x, y, fake)
+            return {"loss": loss, "d_loss": loss}
+        fake, labels = self._fakes if self._fakes is not None else (self._fake(len(x), y), y)
+        self._fakes = None
+        loss = self._generator_loss(labels, fake)
+        return {"loss": loss, "g_loss": loss}
+
+    def evaluation_losses(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        fake = self._fake(len(x), y)
+        d_loss, g_loss = self._discriminator_loss(x, y, fake), self._generator_loss(y, fake)
+        return {"loss": d_loss + g_loss, "d_loss": d_loss, "g_loss": g_loss}
+
+    @torch.no_grad()
+    def sample(self, n: int, labels: torch.Tensor | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``n`` images ``(n, C, H, W)`` in [0, 1]; a conditional model draws ``labels`` (default: uniform)."""
+        device = next(self.parameters()).device
+        z = torch.randn(n, self.config.latent_dim, generator=generator).to(device)
+        if self.conditional_classes and labels is None:
+            labels = torch.randint(0, self.conditional_classes, (n,), generator=generator)
+        return self(z, labels.to(device) if labels is not None else None)
+
+
+def _create_dcgan(conditional: bool, **kwargs) -> DCGAN:
+    kwargs["input_shape"] = tuple(kwargs["input_shape"])
+    check_image_shape("dcgan", kwargs["input_shape"])
+    _, height, width = kwargs["input_shape"]
+    if height % 4 or width % 4:
+        raise ValueError("DCGAN halves the side twice: height and width must be divisible by 4. "
+                         f"Received: input_shape={kwargs['input_shape']}.")
+    for key in ("pixel_mean", "pixel_std"):
+        if kwargs.get(key) is not None:
+            kwargs[key] = tuple(kwargs[key])
+    return DCGAN(DCGANConfig(conditional=conditional, **kwargs))
+
+
+_PAPER = ("Radford, Metz & Chintala, Unsupervised Representation Learning with Deep Convolutional Generative "
+          "Adversarial Networks, ICLR 2016")
+
+
+@register_model(family="gan", year=2016, input_kind="generative", paper=_PAPER,
+                tiny={"input_shape": (1, 8, 8), "latent_dim": 4, "width": 4})
+def dcgan(input_shape: tuple[int, int, int] = (1, 28, 28), latent_dim: int = 64, width: int = 64,
+          pixel_mean: tuple[float, ...] | None = None, pixel_std: tuple[float, ...] | None = None) -> DCGAN:
+    """DCGAN generator and discriminator for small images."""
+    return _create_dcgan(False, input_shape=input_shape, latent_dim=latent_dim, width=width,
+                         pixel_mean=pixel_mean, pixel_std=pixel_std)
+
+
+@register_model(family="gan", year=2018, input_kind="generative",
+                paper=_PAPER + "; Miyato & Koyama, cGANs with Projection Discriminator, ICLR 2018",
+                tiny={"input_shape": (1, 8, 8), "num_classes": 3, "latent_dim": 4, "width": 4})
+def cgan(input_shape: tuple[int, int, int] = (1, 28, 28), num_classes: int = 10, latent_dim: int = 64, width: int = 64,
+         pixel_mean: tuple[float, ...] | None = None, pixel_std: tuple[float, ...] | None = None) -> DCGAN:
+    """Class-conditional DCGAN: label embedding in the generator, projection discriminator."""
+    if num_classes < 2:
+        raise ValueError(f"Received an invalid value for `num_classes`: a conditional GAN needs >= 2 classes. "
+                         f"Received: num_classes={num_classes}.")
+    return _create_dcgan(True, input_shape=input_shape, num_classes=num_classes, latent_dim=latent_dim, width=width,
+                         pixel_mean=pixel_mean, pixel_std=pixel_std)

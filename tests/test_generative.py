@@ -1,0 +1,265 @@
+"""The generative families and the deep belief net: each trains through the one training loop
+at a tiny size, resumes exactly, and is sampled, scored and encoded from the CLI."""
+
+from __future__ import annotations
+
+import json
+import signal
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+import deepnet as dn
+from deepnet.cli import main
+from deepnet.generate import frechet_distance
+from deepnet.models import create_model, list_models, model_info
+from deepnet.models.dbn import RBM
+from deepnet.train import Callback
+
+GENERATIVE = [n for n in list_models() if model_info(n).input_kind == "generative"]
+FAMILIES = [*GENERATIVE, "dbn"]
+OPTIONS = dict(epochs=3, batch_size=32, max_steps_per_epoch=4, seed=1, deterministic=True, threads=1, quiet=True,
+               checkpoint_steps=3, lr=1e-3, optimizer="adam", warmup_epochs=0.5)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return dn.load_dataset("digits")  # 8x8 images, bundled with scikit-learn
+
+
+def _tiny(name: str, data=None) -> torch.nn.Module:
+    torch.manual_seed(0)
+    args = dict(model_info(name).tiny)
+    if data is not None:
+        args.update({k: v for k, v in data.model_arguments().items() if k in model_info(name).accepted_arguments()})
+        args.pop("num_classes", None) if name != "dbn" else None
+    model = create_model(name, **args)
+    model.deepnet_spec = {"name": name, "args": args}
+    return model
+
+
+def test_every_family_is_registered():
+    assert {"autoencoder", "conv_autoencoder", "vae", "dcgan", "cgan", "ddpm", "dbn"} <= set(list_models())
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_family_smoke(name, tmp_path):
+    """Each part's loss reaches each of its parameters; weights round-trip through safetensors."""
+    model = _tiny(name)
+    x, y = torch.randn(4, 1, 8, 8), torch.tensor([0, 1, 2, 1])
+    for part in model.parts:
+        model.zero_grad()
+        losses = model.training_losses(x, y, part)
+        assert torch.isfinite(losses["loss"]) and losses["loss"].dim() == 0
+        losses["loss"].backward()
+        unreached = [i for i, p in enumerate(model.part_parameters(part)) if p.grad is None]
+        assert not unreached, f"{name}/{part}: no gradient for parameters {unreached}"
+    model.eval()
+    path = tmp_path / "w.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+    rebuilt = _tiny(name)
+    rebuilt.load_state_dict(load_file(str(path)))
+    rebuilt.eval()
+    if hasattr(model, "sample"):
+        labels = torch.tensor([1, 2, 0]) if model.conditional_classes else None
+        images = model.sample(3, labels=labels, generator=torch.Generator().manual_seed(0))
+        assert images.shape == (3, 1, 8, 8) and images.min() >= 0 and images.max() <= 1
+        again = rebuilt.sample(3, labels=labels, generator=torch.Generator().manual_seed(0))
+        assert torch.equal(images, again)
+    else:
+        with torch.no_grad():
+            assert torch.equal(model(x), rebuilt(x))
+
+
+class _StopAt(Callback):
+    """Asks the trainer to stop after ``step`` (as SIGTERM would): a checkpoint is written there."""
+
+    def __init__(self, step: int) -> None:
+        self.step, self.trainer = step, None
+
+    def on_train_begin(self, logs=None):
+        self.trainer = logs["trainer"]
+
+    def on_batch_end(self, batch, logs=None):
+        if self.trainer.step == self.step:
+            self.trainer.pending_signal = signal.SIGTERM
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_resumed_run_equals_uninterrupted(name, digits, tmp_path):
+    """Interrupted mid-epoch (step 6 of 12; checkpoints every 3 steps), then resumed: the same
+    weights bit for bit (both GAN optimizers, the EMA of diffusion, the RBM phases)."""
+    options = {**OPTIONS, "epochs": 4} if name == "dbn" else OPTIONS  # 2 RBMs x 1 epoch, then fine-tuning
+    whole = dn.fit(_tiny(name, digits), digits, out=tmp_path / "whole", **options)
+    with pytest.raises(dn.TrainingInterrupted):
+        dn.fit(_tiny(name, digits), digits, out=tmp_path / "cut", callbacks=[_StopAt(6)], **options)
+    resumed = dn.fit(_tiny(name, digits), digits, out=tmp_path / "cut", resume=True, **options)
+    a, b = load_file(str(tmp_path / "whole" / "model.safetensors")), load_file(str(tmp_path / "cut" / "model.safetensors"))
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a), name
+    timing = ("seconds", "samples_per_second")
+    for r, w in zip(resumed.history, whole.history, strict=True):
+        assert {k: v for k, v in r.items() if k not in timing} == pytest.approx(
+            {k: v for k, v in w.items() if k not in timing}, rel=0, abs=0, nan_ok=True)
+    if name != "dbn":
+        assert "test_accuracy" not in whole.metrics
+        assert json.loads((tmp_path / "whole" / "model.json").read_text())["task"] == "generation"
+
+
+def test_named_terms_are_logged_and_measured(digits, tmp_path):
+    run = dn.fit(_tiny("dcgan", digits), digits, out=tmp_path / "gan", **{**OPTIONS, "epochs": 1})
+    header = (tmp_path / "gan" / "history.csv").read_text().splitlines()[0].split(",")
+    assert {"train_d_loss", "train_g_loss", "val_d_loss", "val_g_loss"} <= set(header)
+    assert (tmp_path / "gan" / "plots" / "loss_terms.png").is_file()
+    assert (tmp_path / "gan" / "plots" / "samples.png").is_file()
+    assert {"test_d_loss", "test_g_loss"} <= set(run.metrics)
+    vae = dn.fit(_tiny("vae", digits), digits, out=tmp_path / "vae", **{**OPTIONS, "epochs": 1})
+    assert vae.metrics["test_elbo_nats"] == pytest.approx(-vae.metrics["test_loss"])
+    assert vae.metrics["test_kl_nats"] >= 0
+    assert (tmp_path / "vae" / "plots" / "interpolations.png").is_file()
+    ae = dn.fit(_tiny("autoencoder", digits), digits, out=tmp_path / "ae", **{**OPTIONS, "epochs": 1})
+    assert 0 < ae.metrics["test_reconstruction_mse"] < 1
+
+
+def test_dbn_pretrains_one_rbm_after_another_then_fine_tunes():
+    model = create_model("dbn", input_shape=(1, 8, 8), hidden=(16, 8), pretrain_epochs=2)
+    assert [model.active_parts(e) for e in range(5)] == [("rbm0",), ("rbm0",), ("rbm1",), ("rbm1",), ("classifier",)]
+    assert create_model("dbn", input_shape=(1, 8, 8), hidden=(16,), pretrain_epochs=0).active_parts(0) == ("classifier",)
+
+
+def test_cd_surrogate_gradient_is_the_contrastive_divergence_update():
+    """d/dW [F(v0) - F(v1)] = -(<v0 p(h|v0)> - <v1 p(h|v1)>) / B: Hinton's CD update, negated."""
+    torch.manual_seed(0)
+    rbm = RBM(6, 4)
+    v0 = torch.rand(5, 6)
+    v1 = torch.rand(5, 6)
+    (rbm.free_energy(v0).mean() - rbm.free_energy(v1).mean()).backward()
+    h0, h1 = rbm.hidden_probabilities(v0).detach(), rbm.hidden_probabilities(v1).detach()
+    expected = -(v0.t() @ h0 - v1.t() @ h1) / 5
+    assert torch.allclose(rbm.weight.grad, expected, atol=1e-6)
+    assert torch.allclose(rbm.visible_bias.grad, -(v0 - v1).mean(0), atol=1e-6)
+
+
+def test_ddim_with_every_step_and_ddpm_both_denoise_from_the_same_noise():
+    model = _tiny("ddpm").eval()
+    ddim = model.sample(2, generator=torch.Generator().manual_seed(0), method="ddim", steps=20)
+    ddpm = model.sample(2, generator=torch.Generator().manual_seed(0), method="ddpm")
+    assert ddim.shape == ddpm.shape == (2, 1, 8, 8)
+    with pytest.raises(ValueError, match="DDIM takes between 1 and 20 steps"):
+        model.sample(1, method="ddim", steps=21)
+
+
+def test_ddpm_with_a_stride_2_stem_predicts_noise_of_the_image_shape():
+    model = create_model("ddpm", input_shape=(1, 8, 8), width=8, patch=2, timesteps=10)
+    assert model(torch.randn(3, 1, 8, 8), torch.tensor([0, 4, 9])).shape == (3, 1, 8, 8)
+    with pytest.raises(ValueError, match="patch"):
+        create_model("ddpm", input_shape=(1, 7, 7), patch=2)
+
+
+def test_frechet_distance_matches_the_closed_form():
+    rng = np.random.default_rng(0)
+    a = rng.normal(0, 1, (20000, 2))
+    b = rng.normal(0, 2, (20000, 2)) + np.array([3.0, 0.0])
+    # |mu_a - mu_b|^2 + sum_i (s_a,i - s_b,i)^2 for diagonal covariances: 9 + 2 * (1 - 2)^2 = 11
+    assert frechet_distance(a, b) == pytest.approx(11.0, rel=0.03)
+    assert frechet_distance(a, a) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_bad_model_arguments_fail_with_the_fix():
+    with pytest.raises(ValueError, match="divisible by 4"):
+        create_model("dcgan", input_shape=(1, 10, 10))
+    with pytest.raises(ValueError, match="schedule"):
+        create_model("ddpm", schedule="quadratic")
+    with pytest.raises(ValueError, match="corruption"):
+        create_model("autoencoder", corruption=1.5)
+    with pytest.raises(ValueError, match="'rbm' or 'glorot'"):
+        create_model("dbn", init="he")
+
+
+# -- the CLI: sample, score, encode --------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Tiny runs on the digits: a classifier (the default scorer: 'classifier' beside the
+    others), a conditional GAN, a VAE and an autoencoder."""
+    root = tmp_path_factory.mktemp("runs")
+    common = ["--data", "digits", "--epochs", "1", "--quiet", "train.threads=1", "train.max_steps_per_epoch=3"]
+    assert main(["train", "--model", "mlp", "--out", str(root / "classifier"), *common]) == 0
+    assert main(["train", "--model", "cgan", "--out", str(root / "cgan"), *common, "model.args.width=4",
+                 "model.args.latent_dim=4"]) == 0
+    assert main(["train", "--model", "vae", "--out", str(root / "vae"), *common, "model.args.hidden=[16]",
+                 "model.args.latent_dim=2"]) == 0
+    assert main(["train", "--model", "autoencoder", "--out", str(root / "ae"), *common, "model.args.hidden=[16]",
+                 "model.args.code_dim=3"]) == 0
+    return root
+
+
+def test_sample_writes_a_grid_and_scores(runs, capsys):
+    assert main(["sample", str(runs / "cgan"), "--n", "40", "--label", "3", "--score"]) == 0
+    assert (runs / "cgan" / "samples.png").is_file()
+    scores = json.loads((runs / "cgan" / "samples.json").read_text())
+    assert scores["n"] == 40 and scores["label"] == 3
+    assert {"confident_fraction", "mean_confidence", "class_histogram", "frechet_distance", "label_fraction"} <= set(scores)
+    assert sum(scores["class_histogram"].values()) == pytest.approx(1.0)
+    assert scores["frechet_distance"] >= 0
+    assert "Fréchet distance" in capsys.readouterr().out
+    out = runs / "vae-grid.png"
+    assert main(["sample", str(runs / "vae"), "--n", "16", "--out", str(out), "--classifier", str(runs / "classifier")]) == 0
+    assert out.is_file()
+
+
+def test_evaluate_reports_the_objective_terms(runs):
+    from deepnet.evaluate import evaluate_run
+
+    result = evaluate_run(runs / "vae")
+    assert {"test_loss", "test_elbo_nats", "test_kl_nats"} <= set(result) and "test_accuracy" not in result
+
+
+def test_a_generative_model_refuses_non_image_data(tmp_path, capsys):
+    table = tmp_path / "table.csv"
+    table.write_text("a,b,label\n" + "".join(f"{i},{i % 3},{i % 2}\n" for i in range(30)))
+    assert main(["train", "--model", "vae", "--data", str(table), "--epochs", "1", "--quiet", "--out", str(tmp_path / "r")]) == 2
+    assert "generates images" in capsys.readouterr().err
+
+
+def test_encode_writes_the_codes(runs, tmp_path):
+    out = tmp_path / "codes.npy"
+    assert main(["encode", str(runs / "ae"), "--data", "digits", "--out", str(out)]) == 0
+    codes = np.load(out)
+    assert codes.shape == (len(dn.load_dataset("digits").test), 3) and np.isfinite(codes).all()
+
+
+@pytest.mark.parametrize("case, message", [
+    ("classifier", "holds a classification model"),
+    ("label-unconditional", "unconditional model"),
+    ("label-range", "--label 12 is out of range: .* knows classes 0..9"),
+    ("encode-classifier", "has no encoder"),
+    ("encode-gan", "has no encoder"),
+    ("score-shape", r"reads inputs of shape \(1, 28, 28\)"),
+    ("no-classifier", "No classifier run at"),
+    ("ddim-on-gan", "diffusion sampler"),
+])
+def test_bad_input_is_one_line_and_exit_2(runs, tmp_path, capsys, case, message):
+    if case == "score-shape":  # a classifier made for 28x28 images cannot judge 8x8 samples
+        wrong = tmp_path / "wide"
+        wrong.mkdir()
+        spec = json.loads((runs / "classifier" / "model.json").read_text())
+        for name in ("config.yaml", "model.safetensors", "metrics.json"):
+            (wrong / name).write_bytes((runs / "classifier" / name).read_bytes())
+        (wrong / "model.json").write_text(json.dumps({**spec, "input_shape": [1, 28, 28]}))
+    argv = {
+        "classifier": ["sample", str(runs / "classifier")],
+        "label-unconditional": ["sample", str(runs / "vae"), "--label", "1"],
+        "label-range": ["sample", str(runs / "cgan"), "--label", "12"],
+        "encode-classifier": ["encode", str(runs / "classifier"), "--data", "digits", "--out", str(tmp_path / "c.npy")],
+        "encode-gan": ["encode", str(runs / "cgan"), "--data", "digits", "--out", str(tmp_path / "c.npy")],
+        "score-shape": ["sample", str(runs / "vae"), "--score", "--classifier", str(tmp_path / "wide")],
+        "no-classifier": ["sample", str(runs / "vae"), "--score", "--classifier", str(tmp_path / "none")],
+        "ddim-on-gan": ["sample", str(runs / "cgan"), "--method", "ddim"],
+    }[case]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("error: ")
+    assert __import__("re").search(message, err), err
