@@ -52,6 +52,7 @@ import time
 from pathlib import Path
 
 from _doc import DOC, write_block  # benchmarks/_doc.py; this script runs as a file
+from _env import child_env  # benchmarks/_env.py
 
 # -- settings -------------------------------------------------------------------------------
 EPOCHS = 3                         # passes over the 55,000 training images
@@ -315,15 +316,6 @@ def worker(peer: str, batch_size: int, epochs: int, threads: int, clock_name: st
 
 
 # -- the parent: peak, subprocesses, table, docs/benchmarks.md ------------------------------
-def child_env(threads: int) -> dict[str, str]:
-    env = dict(os.environ)
-    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-        env[name] = str(threads)
-    env["KERAS_BACKEND"] = "torch"
-    env.setdefault("DEEPNET_DATA", str(ROOT.parent / "shared" / "data"))
-    return env
-
-
 def run_peer(peer: str, batch_size: int, epochs: int, threads: int, clock_name: str) -> dict:
     command = [sys.executable, __file__, "--worker", peer, "--batch-sizes", str(batch_size),
                "--epochs", str(epochs), "--threads", str(threads), "--clock", clock_name]

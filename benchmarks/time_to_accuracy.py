@@ -51,6 +51,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from _doc import write_block  # benchmarks/_doc.py; this script runs as a file
+from _env import child_env  # benchmarks/_env.py
 
 # -- settings -------------------------------------------------------------------------------
 ROOT = Path(__file__).resolve().parents[1]
@@ -347,15 +348,6 @@ PEERS = {"keras": run_keras, "pytorch": run_pytorch, "lightning": run_lightning}
 
 
 # -- the parent: rounds of subprocesses, the table, the plot --------------------------------
-def child_env(threads: int) -> dict[str, str]:
-    env = dict(os.environ)
-    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-        env[name] = str(threads)
-    env["KERAS_BACKEND"] = "torch"
-    env.setdefault("DEEPNET_DATA", str(ROOT.parent / "shared" / "data"))
-    return env
-
-
 def run_tool(task_name: str, tool: str, config: Path | None, seed: int, args) -> list[dict]:
     command = [sys.executable, __file__, "--task", task_name, "--worker", tool, "--seeds", str(seed),
                "--threads", str(args.threads), "--eval-every", str(args.eval_every), "--budget", str(args.budget)]
