@@ -319,6 +319,8 @@ def run_lightning(args) -> None:
 
         def training_step(self, batch, batch_index):
             x, y = batch
+            if t.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
             return self.criterion(self.model(x), y)
 
         def configure_optimizers(self):
@@ -332,9 +334,12 @@ def run_lightning(args) -> None:
             probe.after(len(batch[1]))
 
     module = Classifier()
+    if t.channels_last:
+        module.model.to(memory_format=torch.channels_last)
     probe = Probe(lambda: torch_accuracy(module.model, data.test.x, data.test.y), args.task, args.eval_every,
                   args.budget)
-    trainer = L.Trainer(max_epochs=t.epochs, accelerator="cpu", devices=1, logger=False,
+    precision = {"fp32": "32-true", "bf16": "bf16-mixed", "fp16": "16-mixed"}[t.precision]  # autocast, as ours
+    trainer = L.Trainer(max_epochs=t.epochs, accelerator="cpu", devices=1, logger=False, precision=precision,
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                         num_sanity_val_steps=0, limit_val_batches=0, callbacks=[Hook()])
     try:
