@@ -487,7 +487,8 @@ def main() -> None:
             results[name][seed] = records
             crossings = ", ".join(f"{show(task, t)} at {s:.1f}s" if (s := first_crossing(task, records, t)) is not None
                                   else f"{show(task, t)} missed" for t in task.targets)
-            print(f"seed {seed} {name:17s} best {show(task, task.best([r['value'] for r in records]))}  {crossings}  "
+            print(f"seed {seed} {name:17s} best {show(task, task.best([r['value'] for r in records]))}  "
+                  f"last {show(task, records[-1]['value'])}  {crossings}  "
                   f"(trained {records[-1]['seconds']:.0f}s, evaluated {records[-1]['eval_seconds']:.0f}s)", flush=True)
     summary = summarize(task, results)
     text = table(task, summary)
