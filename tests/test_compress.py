@@ -373,6 +373,17 @@ def test_an_int8_run_is_served_and_export_says_why_not(trained, tmp_path, capsys
     assert "is an int8 run of `deepnet compress`" in line and f"deepnet serve {tmp_path / 'int8'}" in line
 
 
+def test_timing_a_model_in_training_mode_leaves_its_batch_norm_alone():
+    from deepnet.compress.measure import time_calls
+
+    model = create_model("convnet", input_shape=(1, 12, 12), num_classes=3, widths=(4, 8)).train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    time_calls(model, torch.randn(1, 1, 12, 12), repeats=3, min_seconds=0.0)
+    assert model.training
+    for key, value in model.state_dict().items():
+        torch.testing.assert_close(value, before[key], msg=key)
+
+
 def test_compress_structured_writes_a_plain_smaller_run(trained, tmp_path, capsys):
     assert main(["compress", str(trained), "--structured", "0.5", "--finetune-epochs", "1", "--out",
                  str(tmp_path / "narrow"), "--quiet"]) == 0
@@ -384,6 +395,19 @@ def test_compress_structured_writes_a_plain_smaller_run(trained, tmp_path, capsy
     run = load_run(tmp_path / "narrow")
     assert run.model_spec["name"] == "mlp" and (tmp_path / "narrow" / "model.safetensors").is_file()
     assert sum(p.numel() for p in run.model.parameters()) == row["parameters"]
+
+
+def test_compress_channel_pruning_evaluates_as_its_table_says(tmp_path, capsys):
+    parent, out = tmp_path / "cnn", tmp_path / "narrow"
+    assert main(["train", "--model", "convnet", "--data", "digits", "--epochs", "1", "--out", str(parent), "--quiet",
+                 "model.args.widths=[8,16]", "train.threads=1"]) == 0
+    assert main(["compress", str(parent), "--structured", "0.5", "--finetune-epochs", "1", "--out", str(out),
+                 "--quiet"]) == 0
+    row = json.loads((out / "compression.json").read_text())["stages"][-1]
+    assert row["widths"] == [4, 8] and load_run(out).model_spec["args"]["widths"] == [4, 8]
+    capsys.readouterr()
+    assert main(["evaluate", str(out)]) == 0  # batch norm's statistics came through the timing untouched
+    assert f"test_accuracy {100 * row['test_accuracy']:.2f}%" in capsys.readouterr().out
 
 
 def test_static_int8_of_a_cnn(tmp_path):
