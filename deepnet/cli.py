@@ -323,7 +323,7 @@ def _cmd_compress(args: argparse.Namespace) -> int:
     from deepnet.compress import CompressionSettings, compress_run
 
     settings = CompressionSettings(prune=args.prune, prune_scope=args.prune_scope, prune_steps=args.prune_steps,
-                                   prune_min_density=args.prune_min_density,
+                                   prune_schedule=args.prune_schedule, prune_min_density=args.prune_min_density,
                                    structured=args.structured, share_bits=args.share_bits, quantize=args.quantize,
                                    finetune_epochs=args.finetune_epochs, finetune_lr_ratio=args.finetune_lr_ratio,
                                    threads=args.threads, overrides=list(args.overrides))
@@ -594,12 +594,17 @@ def build_parser() -> argparse.ArgumentParser:
                           help="global pruning: each layer keeps at least this fraction of its weights (default 0)")
     compress.add_argument("--prune-steps", type=int, default=1,
                           help="prune → retrain rounds reaching --prune (default 1: one-shot)")
+    compress.add_argument("--prune-schedule", choices=("rounds", "gradual"), default="rounds",
+                          help="rounds: --prune-steps rounds of prune → retrain (default); gradual: prune a little "
+                               "every few steps of one --finetune-epochs retraining (Zhu & Gupta 2017)")
     compress.add_argument("--structured", type=float, metavar="FRACTION",
-                          help="remove this fraction of each hidden layer's units and rebuild the MLP smaller")
+                          help="remove this fraction of each hidden layer's units (MLP) or each convolution's channels (convnet) "
+                               "and rebuild the network smaller")
     compress.add_argument("--share-bits", type=int, metavar="BITS",
                           help="trained weight sharing: 2**BITS shared values per layer, stored Huffman-coded")
-    compress.add_argument("--quantize", choices=("int8", "int8-static", "int8-dynamic"),
-                          help="post-training int8 with ONNX Runtime (int8 = static, calibrated on training data)")
+    compress.add_argument("--quantize", choices=("int8", "int8-static", "int8-dynamic", "int8-qat"),
+                          help="int8 with ONNX Runtime (int8 = static, calibrated on training data; int8-qat: "
+                               "--finetune-epochs of quantization-aware retraining first)")
     compress.add_argument("--finetune-epochs", type=int, default=2,
                           help="retraining epochs after each pruning round and for the shared weights (default 2)")
     compress.add_argument("--finetune-lr-ratio", type=float, default=1.0,

@@ -10,11 +10,12 @@ import torch
 from torch import nn
 
 from deepnet.cli import main
-from deepnet.compress import (CompressionSettings, HoldMasks, compress_run, kmeans_1d, magnitude_masks,
-                              share_weights, sparsity_schedule, structured_prune_mlp)
+from deepnet.compress import (CompressionSettings, GradualPruning, HoldMasks, compress_run, gradual_sparsity,
+                              kmeans_1d, magnitude_masks, share_weights, sparsity_schedule, structured_prune,
+                              structured_prune_mlp)
 from deepnet.compress.sharing import release_sharing
 from deepnet.models import create_model
-from deepnet.train import fit
+from deepnet.train import Callback, fit
 from deepnet.train.compressed import (CompressedFileError, decode_state, encode_state, huffman_decode,
                                       huffman_encode, huffman_lengths)
 from deepnet.train.inference import inference_model
@@ -152,6 +153,33 @@ def test_masks_hold_while_the_trainer_retrains(blob_data):
         assert (params[name].detach()[mask] != 0).float().mean() > 0.9  # the kept ones learned
 
 
+def test_gradual_schedule_rises_fast_then_slowly_to_the_target():
+    points = [gradual_sparsity(0.9, t / 10) for t in range(11)]
+    assert points[0] == 0 and abs(points[-1] - 0.9) < 1e-12 and points == sorted(points)
+    steps = [b - a for a, b in zip(points, points[1:])]
+    assert steps == sorted(steps, reverse=True)  # most of the pruning early, little near the end
+    assert gradual_sparsity(0.9, 1.5) == gradual_sparsity(0.9, 1.0)
+
+
+def test_gradual_pruning_reaches_the_target_while_training(blob_data):
+    torch.manual_seed(0)
+    model = create_model("mlp", input_shape=(8,), num_classes=3, width=16)
+    total = sum(p.numel() for p in model.parameters())
+    pruning = GradualPruning(model, 0.7, ramp=0.5, updates=10)
+    seen: list[float] = []
+
+    class Watch(Callback):  # the sparsity after each epoch
+        def on_epoch_end(self, epoch, logs):
+            seen.append(sum(int((p == 0).sum()) for p in model.parameters()) / total)
+
+    fit(model, blob_data, epochs=4, lr=0.05, weight_decay=0.1, quiet=True, threads=1, callbacks=[pruning, Watch()])
+    assert seen == sorted(seen) and seen[0] > 0  # rising while it trains
+    assert abs(seen[1] - 0.7) < 0.01 and abs(seen[-1] - 0.7) < 0.01  # the ramp ends halfway at the target
+    params = dict(model.named_parameters())
+    for name, mask in pruning.masks.items():
+        assert (params[name].detach()[~mask] == 0).all(), name
+
+
 # ----------------------------------------------------------------------- weight sharing
 
 
@@ -216,6 +244,40 @@ def test_structured_pruning_rebuilds_a_smaller_equivalent_mlp():
     torch.testing.assert_close(smaller.eval()(x), model(x))  # only dead units went
 
 
+def test_channel_pruning_rebuilds_a_smaller_equivalent_convnet():
+    torch.manual_seed(0)
+    model = create_model("convnet", input_shape=(1, 12, 12), num_classes=3, widths=(4, 8), convs_per_stage=2)
+    blocks = [m for m in model.features if isinstance(m, nn.Sequential)]
+    with torch.no_grad():  # a channel with gamma = beta = 0 outputs ReLU(0) = 0: pruning must take those first
+        for block, dead in zip(blocks, ([1], [3], [0, 5], [2, 7])):
+            block[1].weight[dead] = 0
+            block[1].bias[dead] = 0
+            block[1].running_mean.uniform_(-1, 1)
+            block[1].running_var.uniform_(0.5, 2)
+    model.eval()
+    smaller, spec = structured_prune(model, 0.25, {"name": "convnet", "args": {}})
+    assert spec["args"]["widths"] == [3, 6] and smaller.config.convs_per_stage == 2
+    x = torch.randn(5, 1, 12, 12)
+    torch.testing.assert_close(smaller.eval()(x), model(x))
+
+
+def test_channel_pruning_of_a_flattening_convnet_keeps_the_classifier_columns():
+    torch.manual_seed(0)
+    model = create_model("convnet", input_shape=(1, 8, 8), num_classes=3, widths=(4, 6), convs_per_stage=1,
+                         global_pool=False)
+    last = [m for m in model.features if isinstance(m, nn.Sequential)][-1]
+    with torch.no_grad():
+        last[1].weight[[1, 4]] = 0
+        last[1].bias[[1, 4]] = 0
+        model.features[0][1].weight[2] = 0
+        model.features[0][1].bias[2] = 0
+    model.eval()
+    smaller, spec = structured_prune(model, 0.34, {"name": "convnet", "args": {}})
+    assert spec["args"]["widths"] == [3, 4] and smaller.num_features == 4 * 4 * 4
+    x = torch.randn(5, 1, 8, 8)
+    torch.testing.assert_close(smaller.eval()(x), model(x))
+
+
 def test_structured_pruning_refuses_other_families():
     with pytest.raises(ValueError, match=r"lenet5 \(LeNet5\) is not supported"):
         structured_prune_mlp(create_model("lenet5"), 0.5, {"name": "lenet5"})
@@ -257,6 +319,39 @@ def test_compress_quantize_int8_runs_in_onnx_runtime(trained, tmp_path):
     assert run.model(torch.zeros(2, 1, 8, 8)).shape == (2, 10)
 
 
+def test_int8_simulation_rounds_the_weights_and_comes_off_unchanged():
+    torch.manual_seed(0)
+    model = create_model("mlp", input_shape=(10,), num_classes=3, hidden_layers=(8,))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    x = torch.randn(16, 10)
+    exact = model(x).detach()
+    from deepnet.compress.quantize import simulate_int8
+
+    simulation = simulate_int8(model)
+    layer = model.features[1]
+    assert torch.unique(layer.weight[0] / (2 * layer.weight[0].abs().max() / 255)).round().numel() <= 256
+    rounded = model(x)
+    assert not torch.equal(rounded.detach(), exact) and (rounded.detach() - exact).abs().max() < 0.05
+    rounded.sum().backward()  # straight through: every weight gets a gradient
+    assert layer.parametrizations.weight.original.grad.abs().sum() > 0
+    simulation.remove()
+    assert set(model.state_dict()) == set(before)
+    for key, value in model.state_dict().items():
+        torch.testing.assert_close(value, before[key])
+
+
+def test_compress_int8_qat_retrains_then_quantizes(trained, tmp_path, capsys):
+    out = tmp_path / "qat"
+    assert main(["compress", str(trained), "--quantize", "int8-qat", "--finetune-epochs", "1", "--out", str(out),
+                 "--quiet"]) == 0
+    rows = json.loads((out / "compression.json").read_text())["stages"]
+    assert [r["name"] for r in rows] == ["baseline", "fp32-onnxruntime", "int8-qat"]
+    assert rows[-1]["runtime"] == "onnxruntime" and rows[-1]["test_accuracy"] > 0.8
+    capsys.readouterr()
+    assert main(["evaluate", str(out)]) == 0
+    assert f"{100 * rows[-1]['test_accuracy']:.2f}" in capsys.readouterr().out
+
+
 def test_an_int8_run_is_served_and_export_says_why_not(trained, tmp_path, capsys):
     from fastapi.testclient import TestClient
 
@@ -278,6 +373,17 @@ def test_an_int8_run_is_served_and_export_says_why_not(trained, tmp_path, capsys
     assert "is an int8 run of `deepnet compress`" in line and f"deepnet serve {tmp_path / 'int8'}" in line
 
 
+def test_timing_a_model_in_training_mode_leaves_its_batch_norm_alone():
+    from deepnet.compress.measure import time_calls
+
+    model = create_model("convnet", input_shape=(1, 12, 12), num_classes=3, widths=(4, 8)).train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    time_calls(model, torch.randn(1, 1, 12, 12), repeats=3, min_seconds=0.0)
+    assert model.training
+    for key, value in model.state_dict().items():
+        torch.testing.assert_close(value, before[key], msg=key)
+
+
 def test_compress_structured_writes_a_plain_smaller_run(trained, tmp_path, capsys):
     assert main(["compress", str(trained), "--structured", "0.5", "--finetune-epochs", "1", "--out",
                  str(tmp_path / "narrow"), "--quiet"]) == 0
@@ -289,6 +395,19 @@ def test_compress_structured_writes_a_plain_smaller_run(trained, tmp_path, capsy
     run = load_run(tmp_path / "narrow")
     assert run.model_spec["name"] == "mlp" and (tmp_path / "narrow" / "model.safetensors").is_file()
     assert sum(p.numel() for p in run.model.parameters()) == row["parameters"]
+
+
+def test_compress_channel_pruning_evaluates_as_its_table_says(tmp_path, capsys):
+    parent, out = tmp_path / "cnn", tmp_path / "narrow"
+    assert main(["train", "--model", "convnet", "--data", "digits", "--epochs", "1", "--out", str(parent), "--quiet",
+                 "model.args.widths=[8,16]", "train.threads=1"]) == 0
+    assert main(["compress", str(parent), "--structured", "0.5", "--finetune-epochs", "1", "--out", str(out),
+                 "--quiet"]) == 0
+    row = json.loads((out / "compression.json").read_text())["stages"][-1]
+    assert row["widths"] == [4, 8] and load_run(out).model_spec["args"]["widths"] == [4, 8]
+    capsys.readouterr()
+    assert main(["evaluate", str(out)]) == 0  # batch norm's statistics came through the timing untouched
+    assert f"test_accuracy {100 * row['test_accuracy']:.2f}%" in capsys.readouterr().out
 
 
 def test_static_int8_of_a_cnn(tmp_path):
@@ -344,6 +463,27 @@ def test_corrupt_compressed_file(trained, tmp_path, capsys):
         load_run(out)
     assert main(["evaluate", str(out)]) == 2
     assert "model.compressed cannot be read" in _error_line(capsys)
+
+
+def test_compress_gradual_pruning_then_evaluate(trained, tmp_path, capsys):
+    out = tmp_path / "gradual"
+    assert main(["compress", str(trained), "--prune", "0.8", "--prune-schedule", "gradual", "--finetune-epochs", "2",
+                 "--out", str(out), "--quiet"]) == 0
+    row = json.loads((out / "compression.json").read_text())["stages"][-1]
+    assert row["name"] == "pruned-0.8-gradual" and row["sparsity"] >= 0.8 - 1e-3
+    capsys.readouterr()
+    assert main(["evaluate", str(out)]) == 0
+    assert f"{100 * row['test_accuracy']:.2f}" in capsys.readouterr().out
+
+
+def test_qat_without_retraining_is_refused(trained, capsys):
+    assert main(["compress", str(trained), "--quantize", "int8-qat", "--finetune-epochs", "0"]) == 2
+    assert "--finetune-epochs to 1 or more" in _error_line(capsys)
+
+
+def test_gradual_pruning_with_rounds_is_refused(trained, capsys):
+    assert main(["compress", str(trained), "--prune", "0.8", "--prune-schedule", "gradual", "--prune-steps", "3"]) == 2
+    assert "Drop --prune-steps" in _error_line(capsys)
 
 
 def test_nothing_to_do_and_two_formats(trained, capsys):

@@ -55,6 +55,11 @@ def time_calls(predict: Callable[[torch.Tensor], object], example: torch.Tensor,
     """
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
+    # In training mode a model's batch norm would learn its running statistics from the timing
+    # batches (one example, repeated): time what inference runs, and leave the model as it was.
+    training = isinstance(predict, nn.Module) and predict.training
+    if training:
+        predict.eval()
     try:
         one = example[:1].contiguous()
         batch = example[:1].repeat(256, *([1] * (example.dim() - 1))).contiguous()
@@ -68,4 +73,6 @@ def time_calls(predict: Callable[[torch.Tensor], object], example: torch.Tensor,
             per_batch = _median_seconds(lambda: predict(batch), max(min(20, repeats), repeats // 10), min_seconds)
     finally:
         torch.set_num_threads(previous)
+        if training:
+            predict.train()
     return {"latency_ms_batch1": 1000 * latency, "throughput_batch256": 256 / per_batch}

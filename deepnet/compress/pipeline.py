@@ -1,8 +1,9 @@
 """`deepnet compress`: a trained run in, a new, smaller run directory out, every stage measured.
 
 Stages run in this order, each optional: structured pruning (rebuild the MLP smaller,
-retrain) → magnitude pruning (one-shot or iterative, masks held while retraining) → trained
-weight sharing (k-means codebooks, centroids retrained) → or int8 quantization (ONNX Runtime).
+retrain) → magnitude pruning (one-shot, iterative or gradual, masks held while retraining) →
+trained weight sharing (k-means codebooks, centroids retrained) → or int8 quantization (ONNX
+Runtime; after quantization-aware retraining with ``int8-qat``).
 Retraining goes through the one training loop (:class:`deepnet.train.Trainer`), with the
 parent run's data, augmentation and optimizer at a lower learning rate.
 """
@@ -30,9 +31,9 @@ from deepnet.train.loop import evaluate_split
 from deepnet.train.run import Run, atomic_write, load_run, save_weights, weights_record
 
 from deepnet.compress.measure import dense_file_bytes, nonzero_parameters, time_calls
-from deepnet.compress.pruning import (HoldMasks, check_fraction, check_structured_supported, magnitude_masks,
-                                      prunable_weights, sparsity_schedule, structured_prune_mlp)
-from deepnet.compress.quantize import QUANTIZE_MODES, export_onnx, quantize_onnx
+from deepnet.compress.pruning import (GradualPruning, HoldMasks, check_fraction, check_structured_supported, magnitude_masks,
+                                      prunable_weights, sparsity_schedule, structured_prune)
+from deepnet.compress.quantize import QUANTIZE_MODES, export_onnx, quantize_onnx, simulate_int8
 from deepnet.compress.sharing import release_sharing, share_weights
 
 __all__ = ["CompressionSettings", "compress_run"]
@@ -45,10 +46,11 @@ class CompressionSettings:
     prune: float | None = None  # fraction of all parameters set to zero (magnitude pruning)
     prune_scope: str = "global"  # "global" | "layer"
     prune_steps: int = 1  # rounds of prune → retrain (1: one-shot)
+    prune_schedule: str = "rounds"  # "rounds" (prune_steps of prune → retrain) | "gradual" (prune while retraining)
     prune_min_density: float = 0.0  # global scope: each layer keeps at least this fraction of its weights
     structured: float | None = None  # fraction of each hidden layer's units removed
     share_bits: int | None = None  # 2**bits shared values per tensor
-    quantize: str | None = None  # "int8" (static) | "int8-static" | "int8-dynamic"
+    quantize: str | None = None  # "int8" (static) | "int8-static" | "int8-dynamic" | "int8-qat" (retrain, then static)
     finetune_epochs: int = 2  # retraining epochs after each pruning round and for the codebooks
     finetune_lr_ratio: float = 1.0  # retraining learning rate as a fraction of the parent's (its schedule restarts)
     threads: int = 1  # CPU threads for retraining and timing
@@ -64,6 +66,15 @@ class CompressionSettings:
         if self.prune_scope not in ("global", "layer"):
             raise ValueError(f"Received an invalid value for `--prune-scope`: expected 'global' or 'layer'. "
                              f"Received: --prune-scope {self.prune_scope!r}")
+        if self.prune_schedule not in ("rounds", "gradual"):
+            raise ValueError(f"Received an invalid value for `--prune-schedule`: expected 'rounds' or 'gradual'. "
+                             f"Received: --prune-schedule {self.prune_schedule!r}")
+        if self.prune_schedule == "gradual" and self.prune_steps != 1:
+            raise ValueError("--prune-schedule gradual prunes a little every few steps of one retraining; "
+                             "--prune-steps counts rounds of the other schedule. Drop --prune-steps.")
+        if self.prune_schedule == "gradual" and self.prune is not None and self.finetune_epochs < 1:
+            raise ValueError("--prune-schedule gradual prunes while retraining: set --finetune-epochs to 1 or more "
+                             "(e.g. --finetune-epochs 20).")
         if self.quantize is not None and self.quantize not in QUANTIZE_MODES:
             raise ValueError(f"Received an invalid value for `--quantize`: expected one of {', '.join(QUANTIZE_MODES)}. "
                              f"Received: --quantize {self.quantize!r}")
@@ -73,6 +84,9 @@ class CompressionSettings:
         if not isinstance(self.finetune_epochs, int) or self.finetune_epochs < 0:
             raise ValueError(f"Received an invalid value for `--finetune-epochs`: expected an integer >= 0. "
                              f"Received: --finetune-epochs {self.finetune_epochs!r}")
+        if self.quantize == "int8-qat" and self.finetune_epochs < 1:
+            raise ValueError("--quantize int8-qat retrains with int8 rounding simulated: set --finetune-epochs to 1 "
+                             "or more (e.g. --finetune-epochs 2).")
         if self.prune is None and self.structured is None and self.share_bits is None and self.quantize is None:
             raise ValueError("Nothing to do: name at least one stage, e.g. --prune 0.92 --share-bits 5, "
                              "--structured 0.5 or --quantize int8.")
@@ -134,6 +148,18 @@ def _retrain(model: nn.Module, run: Run, data: Dataset, settings: CompressionSet
     fit(model, data, experiment.train, augment=augment, callbacks=callbacks, quiet=quiet, experiment=experiment)
 
 
+def _quantization_aware_retrain(model: nn.Module, run: Run, data: Dataset, settings: CompressionSettings,
+                                quiet: bool) -> None:
+    """Retrain with int8 rounding simulated; weights a pruning stage zeroed stay zero."""
+    simulation = simulate_int8(model)
+    try:
+        pruned = {name: p.detach() != 0 for name, p in model.named_parameters()
+                  if name.endswith("parametrizations.weight.original") and bool((p == 0).any())}
+        _retrain(model, run, data, settings, settings.finetune_epochs, [HoldMasks(model, pruned)], quiet)
+    finally:
+        simulation.remove()
+
+
 def _say(quiet: bool, line: str) -> None:
     if not quiet:
         import sys
@@ -163,12 +189,19 @@ def compress_run(parent: str | os.PathLike, settings: CompressionSettings, out: 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         if settings.structured is not None:
-            model, spec = structured_prune_mlp(model, settings.structured, spec)
+            model, spec = structured_prune(model, settings.structured, spec)
             _retrain(model, run, data, settings, settings.finetune_epochs, [], quiet)
-            stages.add(f"structured-{settings.structured:g}", model, dense_file_bytes(model),
-                       hidden_layers=spec["args"]["hidden_layers"])
+            widths = {k: spec["args"][k] for k in ("hidden_layers", "widths") if k in spec["args"]}
+            stages.add(f"structured-{settings.structured:g}", model, dense_file_bytes(model), **widths)
             _say(quiet, _format_row(stages.rows[-1]))
-        if settings.prune is not None:
+        if settings.prune is not None and settings.prune_schedule == "gradual":
+            pruning = GradualPruning(model, settings.prune, settings.prune_scope, settings.prune_min_density)
+            _retrain(model, run, data, settings, settings.finetune_epochs, [pruning], quiet)
+            stages.add(f"pruned-{settings.prune:g}-gradual", model, write_compressed(model, tmp / "pruned.compressed"),
+                       note="unstructured, pruned gradually while retraining: dense tensors in PyTorch; "
+                            "file: sparse positions + fp32 values")
+            _say(quiet, _format_row(stages.rows[-1]))
+        elif settings.prune is not None:
             for i, sparsity in enumerate(sparsity_schedule(settings.prune, settings.prune_steps)):
                 masks = magnitude_masks(model, sparsity, settings.prune_scope, settings.prune_min_density)
                 _retrain(model, run, data, settings, settings.finetune_epochs, [HoldMasks(model, masks)], quiet)
@@ -207,6 +240,9 @@ def compress_run(parent: str | os.PathLike, settings: CompressionSettings, out: 
             calibration = data.train.x[torch.randperm(len(data.train), generator=torch.Generator().manual_seed(0))
                                        [: settings.calibration_samples]]
             weights = {"format": ONNX_INT8_FORMAT, "file": "model.int8.onnx"}
+            if mode == "int8-qat":
+                _quantization_aware_retrain(model, run, data, settings, quiet)
+                export_onnx(model, data.test.x[:1], tmp / "model.fp32.onnx")
             quantize_onnx(tmp / "model.fp32.onnx", tmp / weights["file"], mode, calibration)
             int8 = OnnxClassifier(tmp / weights["file"], settings.threads)
             stages.add(mode, int8, (tmp / weights["file"]).stat().st_size, runtime="onnxruntime", counted=model)

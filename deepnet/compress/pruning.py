@@ -15,10 +15,12 @@ import torch
 from torch import nn
 
 from deepnet.models import create_model
+from deepnet.models.convnet import ConvNet
 from deepnet.models.mlp import MLP
 from deepnet.train import Callback
 
-__all__ = ["HoldMasks", "magnitude_masks", "prunable_weights", "sparsity_schedule", "structured_prune_mlp"]
+__all__ = ["GradualPruning", "HoldMasks", "gradual_sparsity", "magnitude_masks", "prunable_weights", "sparsity_schedule",
+           "structured_prune", "structured_prune_mlp"]
 
 PRUNABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
@@ -130,15 +132,88 @@ class HoldMasks(Callback):
         apply_masks(self.model, self.masks)
 
 
+def gradual_sparsity(target: float, progress: float) -> float:
+    """Gradual pruning's sparsity at ``progress`` in [0, 1] of its ramp (Zhu & Gupta 2017):
+    ``target * (1 - (1 - progress)**3)``, fast at first while the network has weights to
+    spare, slowly near the end, where each weight counts."""
+    progress = min(max(progress, 0.0), 1.0)
+    return target * (1 - (1 - progress) ** 3)
+
+
+class GradualPruning(Callback):
+    """Prunes while the Trainer trains: every few steps the masks are recomputed by magnitude
+    at the sparsity of :func:`gradual_sparsity`, rising from zero to ``target`` over the first
+    ``ramp`` of the run's steps; the rest of the run retrains the final mask. As in
+    :class:`HoldMasks`, pruned weights get no gradient and are zeroed after every step.
+
+    The many small steps let the network move what a pruned weight did onto its neighbours
+    before the next goes, which recovers more than a few large rounds at high sparsity.
+    """
+
+    def __init__(self, model: nn.Module, target: float, scope: Literal["global", "layer"] = "global",
+                 min_density: float = 0.0, ramp: float = 0.75, updates: int = 100) -> None:
+        check_fraction(target, "--prune")
+        self.model, self.target, self.scope, self.min_density = model, target, scope, min_density
+        self.ramp, self.updates = ramp, updates
+        self.masks: dict[str, torch.Tensor] = {}
+        self.hooks: list[Any] = []
+        self.ramp_steps = self.every = 1
+        self.sparsity = 0.0
+        self.trainer: Any = None
+
+    def on_train_begin(self, logs: dict[str, Any]) -> None:
+        params = dict(self.model.named_parameters())
+        self.masks = {name: w.detach() != 0 for name, w in prunable_weights(self.model).items()}
+        for name in self.masks:  # the hook reads the current mask: prune() replaces them
+            self.hooks.append(params[name].register_hook(lambda grad, name=name: grad * self.masks[name]))
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any]) -> None:
+        self.trainer = trainer = logs["trainer"]
+        self.ramp_steps = max(1, int(self.ramp * trainer.steps_per_epoch * trainer.config.epochs))
+        self.every = max(1, self.ramp_steps // self.updates)
+
+    def on_batch_end(self, batch: int, logs: dict[str, Any]) -> None:
+        step = self.trainer.step
+        if step <= self.ramp_steps and (step % self.every == 0 or step == self.ramp_steps):
+            self.prune(gradual_sparsity(self.target, step / self.ramp_steps))
+        apply_masks(self.model, self.masks)
+
+    def prune(self, sparsity: float) -> None:
+        self.sparsity = sparsity
+        if sparsity > 0:
+            masks = magnitude_masks(self.model, sparsity, self.scope, self.min_density)
+            self.masks = {name: mask & self.masks.get(name, mask) for name, mask in masks.items()}
+        apply_masks(self.model, self.masks)
+
+    def on_train_end(self, logs: dict[str, Any]) -> None:
+        if self.sparsity < self.target:  # a run shorter than its ramp still ends at the target
+            self.prune(self.target)
+        for hook in self.hooks:
+            hook.remove()
+        self.hooks.clear()
+        apply_masks(self.model, self.masks)
+
+
 # ------------------------------------------------------------------------- structured
 
 
 def check_structured_supported(model: nn.Module, spec: dict[str, Any]) -> None:
-    if not isinstance(model, MLP) or model.config.norm != "none":
-        kind = f"{spec.get('name')} ({type(model).__name__}" + (
-            f", norm={model.config.norm})" if isinstance(model, MLP) else ")")
-        raise ValueError(f"Structured pruning rebuilds the hidden layers of MLPs without normalisation layers "
-                         f"(mlp, lenet300_100); {kind} is not supported. Use unstructured pruning (--prune) instead.")
+    if isinstance(model, ConvNet) or (isinstance(model, MLP) and model.config.norm == "none"):
+        return
+    kind = f"{spec.get('name')} ({type(model).__name__}" + (f", norm={model.config.norm})" if isinstance(model, MLP) else ")")
+    raise ValueError(f"Structured pruning rebuilds the hidden layers of MLPs without normalisation layers "
+                     f"(mlp, lenet300_100) and the channels of the VGG-style convnet; {kind} is not supported. "
+                     f"Use unstructured pruning (--prune) instead.")
+
+
+def structured_prune(model: nn.Module, fraction: float, spec: dict[str, Any]) -> tuple[nn.Module, dict[str, Any]]:
+    """The model rebuilt without ``fraction`` of each hidden layer's units (MLP) or of each
+    convolution's channels (convnet), and its ``model.json`` spec."""
+    check_fraction(fraction, "--structured")
+    check_structured_supported(model, spec)
+    if isinstance(model, ConvNet):
+        return structured_prune_convnet(model, fraction, spec)
+    return structured_prune_mlp(model, fraction, spec)
 
 
 def structured_prune_mlp(model: nn.Module, fraction: float, spec: dict[str, Any]) -> tuple[nn.Module, dict[str, Any]]:
@@ -175,3 +250,48 @@ def structured_prune_mlp(model: nn.Module, fraction: float, spec: dict[str, Any]
             new.bias.copy_(bias)
     smaller.deepnet_spec = {"name": "mlp", "args": args}
     return smaller, {**spec, "name": "mlp", "args": args}
+
+
+def structured_prune_convnet(model: nn.Module, fraction: float, spec: dict[str, Any]) -> tuple[nn.Module, dict[str, Any]]:
+    """A narrower convnet keeping the ``1 - fraction`` channels of each convolution that
+    matter most, their weights, batch-norm statistics and the classifier's columns copied over.
+
+    A channel's output is ``ReLU(gamma * normalised + beta)``; it matters by its scale ``|gamma|``
+    (Liu et al. 2017, "network slimming") times the norm of the weights that read it in the next
+    convolution or the classifier (the outgoing half of the MLP's score). Every convolution of a
+    stage keeps the same number of channels, as the config holds one width per stage.
+    """
+    check_fraction(fraction, "--structured")
+    check_structured_supported(model, spec)
+    config = model.config
+    blocks = [m for m in model.features if isinstance(m, nn.Sequential)]  # conv → batch norm → ReLU
+    spatial = 1 if config.global_pool else model.num_features // blocks[-1][0].out_channels
+    keep: list[torch.Tensor] = []
+    for i, block in enumerate(blocks):
+        conv, norm = block[0], block[1]
+        if i + 1 < len(blocks):
+            outgoing = torch.linalg.vector_norm(blocks[i + 1][0].weight.detach(), dim=(0, 2, 3))
+        else:  # flattened (C, h, w): each channel owns ``spatial`` classifier columns
+            outgoing = torch.linalg.vector_norm(model.classifier.weight.detach().view(config.num_classes, -1, spatial),
+                                                dim=(0, 2))
+        score = norm.weight.detach().abs() * outgoing
+        kept = max(1, int(math.ceil((1 - fraction) * conv.out_channels)))
+        keep.append(score.topk(kept).indices.sort().values)
+    widths = [len(keep[stage * config.convs_per_stage]) for stage in range(len(config.widths))]
+    args = {"input_shape": list(config.input_shape), "num_classes": config.num_classes, "widths": widths,
+            "convs_per_stage": config.convs_per_stage, "dropout": config.dropout, "global_pool": config.global_pool}
+    smaller = create_model("convnet", **{**args, "input_shape": tuple(config.input_shape)})
+    new_blocks = [m for m in smaller.features if isinstance(m, nn.Sequential)]
+    with torch.no_grad():
+        rows = torch.arange(config.input_shape[0])
+        for block, new, kept in zip(blocks, new_blocks, keep):
+            new[0].weight.copy_(block[0].weight[kept][:, rows])
+            for name in ("weight", "bias", "running_mean", "running_var"):
+                getattr(new[1], name).copy_(getattr(block[1], name)[kept])
+            new[1].num_batches_tracked.copy_(block[1].num_batches_tracked)
+            rows = kept
+        columns = (rows[:, None] * spatial + torch.arange(spatial)).flatten()
+        smaller.classifier.weight.copy_(model.classifier.weight[:, columns])
+        smaller.classifier.bias.copy_(model.classifier.bias)
+    smaller.deepnet_spec = {"name": "convnet", "args": args}
+    return smaller, {**spec, "name": "convnet", "args": args}
