@@ -53,6 +53,18 @@ def _trial_states_read_only(db: Path) -> list[str]:
         return []
 
 
+def _last_trial_has_beaten(db: Path) -> bool:
+    """Whether the newest trial has recorded a heartbeat. Optuna fails a stale trial only by
+    its heartbeat: one killed before its first would stay RUNNING (read as _trial_states_read_only)."""
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)) as connection:
+            (count,), = connection.execute("SELECT COUNT(*) FROM trial_heartbeats WHERE trial_id = "
+                                           "(SELECT MAX(trial_id) FROM trials)")
+            return count > 0
+    except sqlite3.OperationalError:
+        return False
+
+
 def test_study_summary_and_continuation(spec, tmp_path, capsys):
     out = tmp_path / "out"
     assert main(["tune", "-c", str(spec), "--trials", "3", "--out", str(out), "--quiet"]) == 0
@@ -78,7 +90,7 @@ def test_a_killed_tuner_continues_where_it_stopped(spec, tmp_path):
     while time.time() < deadline and tuner.poll() is None:
         time.sleep(0.2)
         states = _trial_states_read_only(out / "tune.db")
-        if states.count("COMPLETE") >= 2 and states[-1:] == ["RUNNING"]:
+        if states.count("COMPLETE") >= 2 and states[-1:] == ["RUNNING"] and _last_trial_has_beaten(out / "tune.db"):
             break
     tuner.send_signal(signal.SIGKILL)
     tuner.wait()
