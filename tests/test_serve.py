@@ -226,6 +226,18 @@ def test_wrong_type(client):
     _problem(client.post("/predict", json={"inputs": [[10**30, True] * 4] * 8}), 422, "inputs[0][1] is a JSON boolean")
 
 
+def test_numbers_in_any_json_spelling_are_read_alike(client):
+    """Exponents, signs, fractions and whitespace take the fast path for bodies of numbers only
+    (validation._NUMBER_CHARACTERS) and give the same answer as the canonical spelling."""
+    image = DIGITS[0]
+    canonical = client.post("/predict", json={"inputs": image.tolist()}).json()
+    rows = ",\n\t".join("[" + " , ".join(f"{v / 10:g}E1" if v % 2 else f"{v:.1f}" for v in row) + "]" for row in image)
+    body = f' {{ "inputs" :\r\n [[{rows}]] }} '.encode()
+    spelled = client.post("/predict", content=body, headers={"content-type": "application/json"})
+    assert spelled.status_code == 200, spelled.text
+    np.testing.assert_allclose(spelled.json()["probabilities"], canonical["probabilities"], atol=1e-6)
+
+
 def test_ragged_array(client):
     _problem(client.post("/predict", json={"inputs": [[1, 2], [3]]}), 422, "rectangular array")
 

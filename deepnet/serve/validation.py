@@ -18,7 +18,6 @@ import binascii
 import io
 import json
 import math
-import re
 from typing import Any
 
 import numpy as np
@@ -29,8 +28,11 @@ __all__ = ["Limits", "RequestError", "parse_predict_request", "REQUEST_SCHEMA"]
 JSON = "application/json"
 IMAGE_TYPES = ("image/png", "image/jpeg")
 MAX_IMAGE_PIXELS = 4096 * 4096
-# A body of only numbers and brackets needs no per-element type check (the common case).
-_PLAIN_INPUTS = re.compile(rb'\s*\{\s*"inputs"\s*:\s*[-+0-9eE.,\[\]\s]*\}\s*')
+# A body of only numbers and brackets needs no per-element type check (the common case): once it
+# has parsed as {"inputs": ...}, deleting these characters leaves just _PLAIN_SKELETON.
+# (bytes.translate takes ~1 us on an MNIST image where a regular expression took ~9 us.)
+_NUMBER_CHARACTERS = b"0123456789-+eE.,[] \t\n\r"
+_PLAIN_SKELETON = b'{"inputs":}'
 
 REQUEST_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -92,7 +94,7 @@ def parse_predict_request(content_type: str | None, body: bytes, metadata: dict[
         raise RequestError(422, f"Send exactly one of the fields inputs, images, image or texts; {problem}.")
     (key, value), = payload.items()
     if key == "inputs":
-        return _check_batch(_inputs_array(value, plain=_PLAIN_INPUTS.fullmatch(body) is not None), metadata, limits)
+        return _check_batch(_inputs_array(value, plain=body.translate(None, _NUMBER_CHARACTERS) == _PLAIN_SKELETON), metadata, limits)
     if key == "texts":
         return _check_batch(_encode_texts(value, metadata, limits), metadata, limits)
     _require_images(metadata)
