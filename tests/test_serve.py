@@ -6,6 +6,7 @@ import base64
 import io
 import json
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -196,6 +197,41 @@ def test_a_halving_batcher_takes_half_of_the_waiting_requests():
     calls.clear()
     asyncio.run(alone_then_company())
     assert calls == [4]
+
+
+def test_the_model_thread_starts_a_batch_before_the_event_loop_goes_on():
+    """The hand-off (MicroBatcher._call): a batch starts on the model thread before the event
+    loop runs its next callback. Left to the GIL, the model thread would wait until the loop
+    let go of it: here, a switch interval (5 ms) into the 30 ms of Python work queued behind
+    the batcher."""
+    started, stretch = [], []
+
+    def model(x):
+        started.append(time.perf_counter())
+        return x
+
+    def parse_requests():  # the event loop's other work: Python holding the GIL
+        begin = time.perf_counter()
+        while time.perf_counter() < begin + 0.03:
+            pass
+        stretch.append((begin, time.perf_counter()))
+
+    async def scenario():
+        batcher = MicroBatcher(model, max_batch=64, max_wait_s=0)
+        await batcher.start()
+        await batcher.submit(np.zeros((1, 2), np.float32))  # the model thread exists and waits for work
+        started.clear()
+        await asyncio.sleep(0.01)  # the batcher waits on its queue
+        answer = asyncio.ensure_future(batcher.submit(np.zeros((1, 2), np.float32)))
+        await asyncio.sleep(0)  # the request is queued, and the batcher's wake-up with it
+        asyncio.get_running_loop().call_soon(parse_requests)  # runs right after the batcher's step
+        await answer
+        await batcher.stop()
+
+    asyncio.run(scenario())
+    (begin, end), = stretch
+    assert len(started) == 1 and started[0] < begin, \
+        f"the model started {1000 * (started[0] - begin):.1f} ms into the loop's 30 ms of work"
 
 
 def test_micro_batcher_settings_are_checked():
