@@ -151,6 +151,24 @@ def test_ddim_with_every_step_and_ddpm_both_denoise_from_the_same_noise():
         model.sample(1, method="ddim", steps=21)
 
 
+@pytest.mark.parametrize("method, steps, tolerance", [("ddpm", None, 0.06), ("ddim", 100, 0.04), ("ddim", 50, 0.06)])
+def test_samplers_with_the_optimal_denoiser_recover_gaussian_data(method, steps, tolerance):
+    """Pixels drawn from N(mu, s^2) have a closed-form optimal noise prediction; with it, each
+    sampler must return the data's mean and spread. (Both fall a little short of s: ancestral
+    sampling with the posterior variance, and DDIM, whose every finite step shrinks the spread.)"""
+    model = create_model("ddpm", input_shape=(1, 8, 8), width=8, timesteps=100, schedule="cosine").eval()
+    mu, s = 0.2, 0.3  # on the model's [-1, 1] scale
+
+    def optimal_denoiser(x, t):
+        abar = model.alpha_bar[t].view(-1, 1, 1, 1)
+        return (1 - abar).sqrt() * (x - abar.sqrt() * mu) / (abar * s * s + 1 - abar)
+
+    model.denoiser = optimal_denoiser
+    x = model.sample(1000, generator=torch.Generator().manual_seed(0), method=method, steps=steps) * 2 - 1
+    assert float(x.mean()) == pytest.approx(mu, abs=0.01)
+    assert float(x.std()) == pytest.approx(s, rel=tolerance)
+
+
 def test_min_snr_weights_each_error_by_min_snr_gamma_over_snr():
     model = create_model("ddpm", input_shape=(1, 8, 8), width=8, timesteps=20, min_snr_gamma=2.0)
     x = torch.rand(6, 1, 8, 8)
