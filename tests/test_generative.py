@@ -169,6 +169,21 @@ def test_samplers_with_the_optimal_denoiser_recover_gaussian_data(method, steps,
     assert float(x.std()) == pytest.approx(s, rel=tolerance)
 
 
+def test_packed_discriminator_judges_consecutive_images_together():
+    torch.manual_seed(0)
+    model = create_model("dcgan", input_shape=(1, 8, 8), latent_dim=4, width=4, pack=2).eval()
+    images = torch.rand(5, 1, 8, 8)
+    with torch.no_grad():
+        logits = model.discriminator(images)  # packs (0, 1) and (2, 3); image 4 is left out
+        assert logits.shape == (2,)
+        assert torch.allclose(logits[1:], model.discriminator(images[2:4]), atol=1e-6)
+        stacked = torch.cat([images[0:1], images[1:2]], dim=1)  # (1, 2, 8, 8): the pair as channels
+        discriminator = model.discriminator
+        assert torch.allclose(logits[:1], discriminator.head(discriminator.features(stacked)).squeeze(1), atol=1e-6)
+    with pytest.raises(ValueError, match="pack"):
+        create_model("cgan", pack=2)
+
+
 def test_min_snr_weights_each_error_by_min_snr_gamma_over_snr():
     model = create_model("ddpm", input_shape=(1, 8, 8), width=8, timesteps=20, min_snr_gamma=2.0)
     x = torch.rand(6, 1, 8, 8)

@@ -12,6 +12,10 @@ With ``ema_decay > 0`` sampling reads an exponential moving average of the gener
 averaged generator's batch-norm statistics are measured afresh on a fixed batch of codes
 before sampling ("standing statistics", Brock et al. 2019), since the running statistics
 belong to the trained weights, not to their average.
+With ``pack > 1`` the (unconditional) discriminator judges ``pack`` images at a time, stacked
+as channels (PacGAN, Lin et al. 2018): a generator that favours some modes makes packs unlike
+the data's, which the discriminator can see; it counters mode dropping and an uneven mix of
+classes.
 The conditional variant feeds a label embedding to the generator beside the code and gives
 the discriminator a projection term, ``<embed(y), features>`` (Miyato & Koyama 2018).
 
@@ -47,6 +51,7 @@ class DCGANConfig:
     num_classes: int = 10
     conditional: bool = False
     ema_decay: float = 0.0  # > 0: sampling reads a moving average of the generator's weights
+    pack: int = 1  # images the discriminator judges together (PacGAN); 1: one at a time
     pixel_mean: tuple[float, ...] | None = None
     pixel_std: tuple[float, ...] | None = None
 
@@ -74,21 +79,26 @@ class Generator(nn.Module):
 
 
 class Discriminator(nn.Module):
-    """Images ``(B, C, H, W)`` in [-1, 1] (and labels) -> real/fake logits ``(B,)``."""
+    """Images ``(B, C, H, W)`` in [-1, 1] (and labels) -> real/fake logits ``(B // pack,)``, one
+    per pack of consecutive images (a remainder of fewer than ``pack`` images is not judged)."""
 
     def __init__(self, config: DCGANConfig) -> None:
         super().__init__()
         channels, height, width = config.input_shape
         w = config.width
+        self.pack = config.pack
         features = 2 * w * (height // 4) * (width // 4)
         self.features = nn.Sequential(
-            nn.Conv2d(channels, w, 4, stride=2, padding=1), nn.LeakyReLU(0.2, inplace=True),  # (B, w, H/2, W/2)
+            nn.Conv2d(channels * config.pack, w, 4, stride=2, padding=1), nn.LeakyReLU(0.2, inplace=True),  # (B, w, H/2, W/2)
             nn.Conv2d(w, 2 * w, 4, stride=2, padding=1, bias=False), nn.BatchNorm2d(2 * w),
             nn.LeakyReLU(0.2, inplace=True), nn.Flatten())  # (B, 2w * H/4 * W/4)
         self.head = nn.Linear(features, 1)
         self.embed = nn.Embedding(config.num_classes, features) if config.conditional else None
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        if self.pack > 1:
+            packs = len(images) // self.pack
+            images = images[:packs * self.pack].reshape(packs, -1, *images.shape[2:])  # (B/pack, pack*C, H, W)
         h = self.features(images)
         logits = self.head(h).squeeze(1)
         if self.embed is not None:
@@ -214,6 +224,9 @@ def _create_dcgan(conditional: bool, **kwargs) -> DCGAN:
     if height % 4 or width % 4:
         raise ValueError("DCGAN halves the side twice: height and width must be divisible by 4. "
                          f"Received: input_shape={kwargs['input_shape']}.")
+    if kwargs.get("pack", 1) < 1 or (conditional and kwargs.get("pack", 1) > 1):
+        raise ValueError("Received an invalid value for `pack`: expected an integer >= 1, and 1 for a conditional GAN "
+                         f"(its discriminator judges each image with its label). Received: pack={kwargs.get('pack')}.")
     if not 0 <= kwargs.get("ema_decay", 0.0) < 1:
         raise ValueError(f"Received an invalid value for `ema_decay`: expected 0 <= ema_decay < 1 (0: no average). "
                          f"Received: ema_decay={kwargs['ema_decay']}.")
@@ -228,12 +241,12 @@ _PAPER = ("Radford, Metz & Chintala, Unsupervised Representation Learning with D
 
 
 @register_model(family="gan", year=2016, input_kind="generative", paper=_PAPER,
-                tiny={"input_shape": (1, 8, 8), "latent_dim": 4, "width": 4, "ema_decay": 0.9})
+                tiny={"input_shape": (1, 8, 8), "latent_dim": 4, "width": 4, "ema_decay": 0.9, "pack": 2})
 def dcgan(input_shape: tuple[int, int, int] = (1, 28, 28), latent_dim: int = 64, width: int = 64, ema_decay: float = 0.0,
-          pixel_mean: tuple[float, ...] | None = None, pixel_std: tuple[float, ...] | None = None) -> DCGAN:
+          pack: int = 1, pixel_mean: tuple[float, ...] | None = None, pixel_std: tuple[float, ...] | None = None) -> DCGAN:
     """DCGAN generator and discriminator for small images."""
     return _create_dcgan(False, input_shape=input_shape, latent_dim=latent_dim, width=width, ema_decay=ema_decay,
-                         pixel_mean=pixel_mean, pixel_std=pixel_std)
+                         pack=pack, pixel_mean=pixel_mean, pixel_std=pixel_std)
 
 
 @register_model(family="gan", year=2018, input_kind="generative",
