@@ -181,7 +181,7 @@ def test_packed_discriminator_judges_consecutive_images_together():
         discriminator = model.discriminator
         assert torch.allclose(logits[:1], discriminator.head(discriminator.features(stacked)).squeeze(1), atol=1e-6)
     with pytest.raises(ValueError, match="pack"):
-        create_model("cgan", pack=2)
+        create_model("dcgan", pack=0)
 
 
 def test_min_snr_weights_each_error_by_min_snr_gamma_over_snr():

@@ -224,9 +224,9 @@ def _create_dcgan(conditional: bool, **kwargs) -> DCGAN:
     if height % 4 or width % 4:
         raise ValueError("DCGAN halves the side twice: height and width must be divisible by 4. "
                          f"Received: input_shape={kwargs['input_shape']}.")
-    if kwargs.get("pack", 1) < 1 or (conditional and kwargs.get("pack", 1) > 1):
-        raise ValueError("Received an invalid value for `pack`: expected an integer >= 1, and 1 for a conditional GAN "
-                         f"(its discriminator judges each image with its label). Received: pack={kwargs.get('pack')}.")
+    if kwargs.get("pack", 1) < 1:  # cgan has no `pack`: its discriminator judges each image with its label
+        raise ValueError(f"Received an invalid value for `pack`: expected an integer >= 1 (1: one image at a time). "
+                         f"Received: pack={kwargs['pack']}.")
     if not 0 <= kwargs.get("ema_decay", 0.0) < 1:
         raise ValueError(f"Received an invalid value for `ema_decay`: expected 0 <= ema_decay < 1 (0: no average). "
                          f"Received: ema_decay={kwargs['ema_decay']}.")
