@@ -151,6 +151,86 @@ def test_ddim_with_every_step_and_ddpm_both_denoise_from_the_same_noise():
         model.sample(1, method="ddim", steps=21)
 
 
+@pytest.mark.parametrize("method, steps, tolerance", [("ddpm", None, 0.06), ("ddim", 100, 0.04), ("ddim", 50, 0.06)])
+def test_samplers_with_the_optimal_denoiser_recover_gaussian_data(method, steps, tolerance):
+    """Pixels drawn from N(mu, s^2) have a closed-form optimal noise prediction; with it, each
+    sampler must return the data's mean and spread. (Both fall a little short of s: ancestral
+    sampling with the posterior variance, and DDIM, whose every finite step shrinks the spread.)"""
+    model = create_model("ddpm", input_shape=(1, 8, 8), width=8, timesteps=100, schedule="cosine").eval()
+    mu, s = 0.2, 0.3  # on the model's [-1, 1] scale
+
+    def optimal_denoiser(x, t):
+        abar = model.alpha_bar[t].view(-1, 1, 1, 1)
+        return (1 - abar).sqrt() * (x - abar.sqrt() * mu) / (abar * s * s + 1 - abar)
+
+    model.denoiser = optimal_denoiser
+    x = model.sample(1000, generator=torch.Generator().manual_seed(0), method=method, steps=steps) * 2 - 1
+    assert float(x.mean()) == pytest.approx(mu, abs=0.01)
+    assert float(x.std()) == pytest.approx(s, rel=tolerance)
+
+
+def test_packed_discriminator_judges_consecutive_images_together():
+    torch.manual_seed(0)
+    model = create_model("dcgan", input_shape=(1, 8, 8), latent_dim=4, width=4, pack=2).eval()
+    images = torch.rand(5, 1, 8, 8)
+    with torch.no_grad():
+        logits = model.discriminator(images)  # packs (0, 1) and (2, 3); image 4 is left out
+        assert logits.shape == (2,)
+        assert torch.allclose(logits[1:], model.discriminator(images[2:4]), atol=1e-6)
+        stacked = torch.cat([images[0:1], images[1:2]], dim=1)  # (1, 2, 8, 8): the pair as channels
+        discriminator = model.discriminator
+        assert torch.allclose(logits[:1], discriminator.head(discriminator.features(stacked)).squeeze(1), atol=1e-6)
+    with pytest.raises(ValueError, match="pack"):
+        create_model("dcgan", pack=0)
+
+
+def test_min_snr_weights_each_error_by_min_snr_gamma_over_snr():
+    model = create_model("ddpm", input_shape=(1, 8, 8), width=8, timesteps=20, min_snr_gamma=2.0)
+    x = torch.rand(6, 1, 8, 8)
+    torch.manual_seed(3)
+    with torch.no_grad():
+        losses = model.evaluation_losses(x, None)
+        torch.manual_seed(3)  # the same steps and noise, by hand
+        x0 = x * 2 - 1
+        t = torch.randint(0, 20, (6,))
+        noise = torch.randn_like(x0)
+        abar = model.alpha_bar[t].view(-1, 1, 1, 1)
+        errors = (model.unet(abar.sqrt() * x0 + (1 - abar).sqrt() * noise, t) - noise).pow(2).mean((1, 2, 3))
+    snr = abar.view(-1) / (1 - abar.view(-1))
+    assert losses["loss"] == pytest.approx(float((torch.minimum(snr, torch.tensor(2.0)) / snr * errors).mean()), rel=1e-5)
+    assert losses["noise_mse"] == pytest.approx(float(errors.mean()), rel=1e-5)
+    assert losses["loss"] < losses["noise_mse"]  # the weights are at most 1
+    with pytest.raises(ValueError, match="min_snr_gamma"):
+        create_model("ddpm", min_snr_gamma=-1)
+
+
+def test_dcgan_average_trails_the_generator_and_is_what_sampling_reads():
+    torch.manual_seed(0)
+    model = create_model("dcgan", input_shape=(1, 8, 8), latent_dim=4, width=4, ema_decay=0.75)
+    plain = create_model("dcgan", input_shape=(1, 8, 8), latent_dim=4, width=4)
+    start = {name: p.detach().clone() for name, p in model.generator.named_parameters()}
+    x, y = torch.rand(8, 1, 8, 8), torch.zeros(8, dtype=torch.int64)
+    model.training_losses(x, y, "discriminator")
+    model.training_losses(x, y, "generator")  # the average is updated first: still the start
+    with torch.no_grad():
+        for p in model.generator.parameters():
+            p.add_(0.1)  # stands for the generator's optimizer step
+    model.training_losses(x, y, "generator")
+    for name, p in model.generator.named_parameters():
+        assert torch.allclose(getattr(model, "ema_generator_" + name.replace(".", "_")),
+                              0.75 * start[name] + 0.25 * p.detach())
+    assert not hasattr(plain, "ema_generator_project_0_weight")  # no average: the state dict as before
+    model.eval()
+    averaged = model.averaged_generator()
+    assert averaged is not model.generator and not averaged.training
+    z = torch.randn(5, 4, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected = (averaged(z) + 1) / 2
+    assert torch.equal(model.sample(5, generator=torch.Generator().manual_seed(1)), expected)
+    with pytest.raises(ValueError, match="ema_decay"):
+        create_model("dcgan", ema_decay=1.0)
+
+
 def test_ddpm_with_a_stride_2_stem_predicts_noise_of_the_image_shape():
     model = create_model("ddpm", input_shape=(1, 8, 8), width=8, patch=2, timesteps=10)
     assert model(torch.randn(3, 1, 8, 8), torch.tensor([0, 4, 9])).shape == (3, 1, 8, 8)

@@ -4,7 +4,11 @@
 Training: an image ``x0`` (pixels scaled to [-1, 1]), a step ``t`` drawn uniformly from
 1..T, noise ``eps``; the network sees ``x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps`` and
 ``t`` and predicts ``eps`` (mean squared error: the "simple" loss). The noise schedule is
-linear (beta from 1e-4 to 0.02, the paper's) or cosine (Nichol & Dhariwal 2021).
+linear (beta from 1e-4 to 0.02, the paper's) or cosine (Nichol & Dhariwal 2021). With
+``min_snr_gamma > 0`` each sample's error is weighted by ``min(SNR_t, gamma) / SNR_t``
+(Min-SNR, Hang et al. 2023; ``SNR_t = abar_t / (1 - abar_t)``): the nearly clean steps, whose
+noise is the hardest to predict and matters least to what the image shows, stop dominating
+the gradient.
 Sampling: ancestral, T steps from pure noise with the posterior variance; or DDIM
 (deterministic, eta = 0) on an evenly spaced subset of the steps, e.g. 50 instead of 1000.
 
@@ -38,6 +42,7 @@ class DDPMConfig:
     timesteps: int = 1000
     schedule: str = "linear"  # linear | cosine
     ema_decay: float = 0.999  # sampling uses an exponential moving average of the weights; 0 = the weights
+    min_snr_gamma: float = 0.0  # > 0: Min-SNR loss weighting, min(SNR, gamma) / SNR; 0 = the plain noise MSE
     pixel_mean: tuple[float, ...] | None = None
     pixel_std: tuple[float, ...] | None = None
 
@@ -159,8 +164,14 @@ class DDPM(nn.Module):
         noise = torch.randn_like(x0)
         abar = self.alpha_bar[t].view(-1, 1, 1, 1)
         x_t = abar.sqrt() * x0 + (1 - abar).sqrt() * noise
-        loss = F.mse_loss(self.unet(x_t, t), noise)
-        return {"loss": loss, "noise_mse": loss}
+        predicted = self.unet(x_t, t).float()  # float: the error in fp32 under bf16 autocast
+        noise_mse = F.mse_loss(predicted, noise)
+        if not self.config.min_snr_gamma:
+            return {"loss": noise_mse, "noise_mse": noise_mse}
+        errors = (predicted - noise).pow(2).mean(dim=(1, 2, 3))  # (B,)
+        snr = abar.view(-1) / (1 - abar.view(-1))
+        weights = (self.config.min_snr_gamma / snr).clamp(max=1)  # = min(SNR, gamma) / SNR, and 1 where SNR = 0
+        return {"loss": (weights * errors).mean(), "noise_mse": noise_mse}
 
     def training_losses(self, x: torch.Tensor, y: torch.Tensor, part: str = "model") -> dict[str, torch.Tensor]:
         if self.config.ema_decay:
@@ -214,9 +225,9 @@ class DDPM(nn.Module):
 @register_model(family="diffusion", year=2020, input_kind="generative",
                 paper="Ho, Jain & Abbeel, Denoising Diffusion Probabilistic Models, NeurIPS 2020; "
                       "Song, Meng & Ermon, Denoising Diffusion Implicit Models, ICLR 2021",
-                tiny={"input_shape": (1, 8, 8), "width": 8, "timesteps": 20})
+                tiny={"input_shape": (1, 8, 8), "width": 8, "timesteps": 20, "min_snr_gamma": 5.0})
 def ddpm(input_shape: tuple[int, int, int] = (1, 28, 28), width: int = 32, patch: int = 1, timesteps: int = 1000,
-         schedule: str = "linear", ema_decay: float = 0.999, pixel_mean: tuple[float, ...] | None = None,
+         schedule: str = "linear", ema_decay: float = 0.999, min_snr_gamma: float = 0.0, pixel_mean: tuple[float, ...] | None = None,
          pixel_std: tuple[float, ...] | None = None) -> DDPM:
     """DDPM with a small U-Net; ancestral and DDIM sampling."""
     input_shape = tuple(input_shape)
@@ -231,6 +242,9 @@ def ddpm(input_shape: tuple[int, int, int] = (1, 28, 28), width: int = 32, patch
                          f"Received: patch={patch}, input_shape={input_shape}.")
     if not 0 <= ema_decay < 1:
         raise ValueError(f"Received an invalid value for `ema_decay`: expected 0 <= ema_decay < 1. Received: ema_decay={ema_decay}.")
+    if min_snr_gamma < 0:
+        raise ValueError(f"Received an invalid value for `min_snr_gamma`: expected >= 0 (0: no weighting; Hang et al. "
+                         f"use 5). Received: min_snr_gamma={min_snr_gamma}.")
     return DDPM(DDPMConfig(input_shape=input_shape, width=width, patch=patch, timesteps=timesteps, schedule=schedule, ema_decay=ema_decay,
-                           pixel_mean=tuple(pixel_mean) if pixel_mean is not None else None,
+                           min_snr_gamma=min_snr_gamma, pixel_mean=tuple(pixel_mean) if pixel_mean is not None else None,
                            pixel_std=tuple(pixel_std) if pixel_std is not None else None))

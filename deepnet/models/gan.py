@@ -7,6 +7,15 @@ convolutions. The DCGAN stabilisers: batch norm in the generator (not on its out
 the discriminator (not on its input layer), LeakyReLU(0.2) in the discriminator, weights from
 N(0, 0.02), Adam with beta1 = 0.5 (set in the config), the non-saturating generator loss, and
 one-sided label smoothing (real targets 0.9, Salimans et al. 2016).
+With ``ema_decay > 0`` sampling reads an exponential moving average of the generator's weights
+(Yazıcı et al. 2019), kept as buffers so that it is saved and resumed with the weights; the
+averaged generator's batch-norm statistics are measured afresh on a fixed batch of codes
+before sampling ("standing statistics", Brock et al. 2019), since the running statistics
+belong to the trained weights, not to their average.
+With ``pack > 1`` the (unconditional) discriminator judges ``pack`` images at a time, stacked
+as channels (PacGAN, Lin et al. 2018): a generator that favours some modes makes packs unlike
+the data's, which the discriminator can see; it counters mode dropping and an uneven mix of
+classes.
 The conditional variant feeds a label embedding to the generator beside the code and gives
 the discriminator a projection term, ``<embed(y), features>`` (Miyato & Koyama 2018).
 
@@ -16,6 +25,7 @@ The generator step reuses the batch of fakes drawn in the discriminator step.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import torch
@@ -29,6 +39,8 @@ from deepnet.models._registry import register_model
 __all__ = ["DCGAN", "DCGANConfig"]
 
 REAL_TARGET = 0.9  # one-sided label smoothing
+STANDING_CODES = 1024  # codes that measure the averaged generator's batch-norm statistics
+STANDING_SEED = 0  # their own random stream: sampling's generator is left untouched
 
 
 @dataclass(frozen=True)
@@ -38,6 +50,8 @@ class DCGANConfig:
     width: int = 64  # channels of the widest-resolution feature map; the other stage has 2x
     num_classes: int = 10
     conditional: bool = False
+    ema_decay: float = 0.0  # > 0: sampling reads a moving average of the generator's weights
+    pack: int = 1  # images the discriminator judges together (PacGAN); 1: one at a time
     pixel_mean: tuple[float, ...] | None = None
     pixel_std: tuple[float, ...] | None = None
 
@@ -65,21 +79,26 @@ class Generator(nn.Module):
 
 
 class Discriminator(nn.Module):
-    """Images ``(B, C, H, W)`` in [-1, 1] (and labels) -> real/fake logits ``(B,)``."""
+    """Images ``(B, C, H, W)`` in [-1, 1] (and labels) -> real/fake logits ``(B // pack,)``, one
+    per pack of consecutive images (a remainder of fewer than ``pack`` images is not judged)."""
 
     def __init__(self, config: DCGANConfig) -> None:
         super().__init__()
         channels, height, width = config.input_shape
         w = config.width
+        self.pack = config.pack
         features = 2 * w * (height // 4) * (width // 4)
         self.features = nn.Sequential(
-            nn.Conv2d(channels, w, 4, stride=2, padding=1), nn.LeakyReLU(0.2, inplace=True),  # (B, w, H/2, W/2)
+            nn.Conv2d(channels * config.pack, w, 4, stride=2, padding=1), nn.LeakyReLU(0.2, inplace=True),  # (B, w, H/2, W/2)
             nn.Conv2d(w, 2 * w, 4, stride=2, padding=1, bias=False), nn.BatchNorm2d(2 * w),
             nn.LeakyReLU(0.2, inplace=True), nn.Flatten())  # (B, 2w * H/4 * W/4)
         self.head = nn.Linear(features, 1)
         self.embed = nn.Embedding(config.num_classes, features) if config.conditional else None
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        if self.pack > 1:
+            packs = len(images) // self.pack
+            images = images[:packs * self.pack].reshape(packs, -1, *images.shape[2:])  # (B/pack, pack*C, H, W)
         h = self.features(images)
         logits = self.head(h).squeeze(1)
         if self.embed is not None:
@@ -108,6 +127,35 @@ class DCGAN(nn.Module):
                 nn.init.normal_(module.weight, 1.0, 0.02)
                 nn.init.zeros_(module.bias)
         self._fakes: tuple[torch.Tensor, torch.Tensor | None] | None = None  # from the discriminator step
+        # The average is kept as buffers (saved with the weights, not trained); it is updated at
+        # the start of each generator step, so it trails the generator by one update.
+        for name, p in self.generator.named_parameters() if config.ema_decay else ():
+            self.register_buffer(_ema_buffer(name), p.detach().clone())
+
+    def _update_average(self) -> None:
+        with torch.no_grad():
+            for name, p in self.generator.named_parameters():
+                getattr(self, _ema_buffer(name)).lerp_(p, 1 - self.config.ema_decay)
+
+    def averaged_generator(self) -> Generator:
+        """A copy of the generator with the averaged weights (the generator itself when
+        ``ema_decay`` is 0), in eval mode, its batch-norm statistics measured on fixed codes."""
+        if not self.config.ema_decay:
+            return self.generator
+        averaged = copy.deepcopy(self.generator)
+        device = next(averaged.parameters()).device
+        codes = torch.Generator().manual_seed(STANDING_SEED)
+        z = torch.randn(STANDING_CODES, self.config.latent_dim, generator=codes).to(device)
+        labels = torch.randint(0, self.config.num_classes, (STANDING_CODES,), generator=codes).to(device)
+        with torch.no_grad():
+            for name, p in averaged.named_parameters():
+                p.copy_(getattr(self, _ema_buffer(name)))
+            for module in averaged.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                    module.reset_running_stats()
+                    module.momentum = None  # a plain mean over the one batch
+            averaged.train()(z, labels if self.conditional_classes else None)
+        return averaged.eval()
 
     def part_parameters(self, part: str) -> list[nn.Parameter]:
         return list(getattr(self, part).parameters())
@@ -141,6 +189,8 @@ class DCGAN(nn.Module):
             self._fakes = (fake, y)
             loss = self._discriminator_loss(x, y, fake)
             return {"loss": loss, "d_loss": loss}
+        if self.config.ema_decay:
+            self._update_average()
         fake, labels = self._fakes if self._fakes is not None else (self._fake(len(x), y), y)
         self._fakes = None
         loss = self._generator_loss(labels, fake)
@@ -153,12 +203,18 @@ class DCGAN(nn.Module):
 
     @torch.no_grad()
     def sample(self, n: int, labels: torch.Tensor | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
-        """``n`` images ``(n, C, H, W)`` in [0, 1]; a conditional model draws ``labels`` (default: uniform)."""
+        """``n`` images ``(n, C, H, W)`` in [0, 1]; a conditional model draws ``labels`` (default:
+        uniform). Reads the averaged generator when ``ema_decay > 0``."""
         device = next(self.parameters()).device
         z = torch.randn(n, self.config.latent_dim, generator=generator).to(device)
         if self.conditional_classes and labels is None:
             labels = torch.randint(0, self.conditional_classes, (n,), generator=generator)
-        return self(z, labels.to(device) if labels is not None else None)
+        labels = labels.to(device) if labels is not None and self.conditional_classes else None
+        return (self.averaged_generator()(z, labels) + 1) / 2
+
+
+def _ema_buffer(name: str) -> str:
+    return "ema_generator_" + name.replace(".", "_")
 
 
 def _create_dcgan(conditional: bool, **kwargs) -> DCGAN:
@@ -168,6 +224,12 @@ def _create_dcgan(conditional: bool, **kwargs) -> DCGAN:
     if height % 4 or width % 4:
         raise ValueError("DCGAN halves the side twice: height and width must be divisible by 4. "
                          f"Received: input_shape={kwargs['input_shape']}.")
+    if kwargs.get("pack", 1) < 1:  # cgan has no `pack`: its discriminator judges each image with its label
+        raise ValueError(f"Received an invalid value for `pack`: expected an integer >= 1 (1: one image at a time). "
+                         f"Received: pack={kwargs['pack']}.")
+    if not 0 <= kwargs.get("ema_decay", 0.0) < 1:
+        raise ValueError(f"Received an invalid value for `ema_decay`: expected 0 <= ema_decay < 1 (0: no average). "
+                         f"Received: ema_decay={kwargs['ema_decay']}.")
     for key in ("pixel_mean", "pixel_std"):
         if kwargs.get(key) is not None:
             kwargs[key] = tuple(kwargs[key])
@@ -179,22 +241,22 @@ _PAPER = ("Radford, Metz & Chintala, Unsupervised Representation Learning with D
 
 
 @register_model(family="gan", year=2016, input_kind="generative", paper=_PAPER,
-                tiny={"input_shape": (1, 8, 8), "latent_dim": 4, "width": 4})
-def dcgan(input_shape: tuple[int, int, int] = (1, 28, 28), latent_dim: int = 64, width: int = 64,
-          pixel_mean: tuple[float, ...] | None = None, pixel_std: tuple[float, ...] | None = None) -> DCGAN:
+                tiny={"input_shape": (1, 8, 8), "latent_dim": 4, "width": 4, "ema_decay": 0.9, "pack": 2})
+def dcgan(input_shape: tuple[int, int, int] = (1, 28, 28), latent_dim: int = 64, width: int = 64, ema_decay: float = 0.0,
+          pack: int = 1, pixel_mean: tuple[float, ...] | None = None, pixel_std: tuple[float, ...] | None = None) -> DCGAN:
     """DCGAN generator and discriminator for small images."""
-    return _create_dcgan(False, input_shape=input_shape, latent_dim=latent_dim, width=width,
-                         pixel_mean=pixel_mean, pixel_std=pixel_std)
+    return _create_dcgan(False, input_shape=input_shape, latent_dim=latent_dim, width=width, ema_decay=ema_decay,
+                         pack=pack, pixel_mean=pixel_mean, pixel_std=pixel_std)
 
 
 @register_model(family="gan", year=2018, input_kind="generative",
                 paper=_PAPER + "; Miyato & Koyama, cGANs with Projection Discriminator, ICLR 2018",
                 tiny={"input_shape": (1, 8, 8), "num_classes": 3, "latent_dim": 4, "width": 4})
 def cgan(input_shape: tuple[int, int, int] = (1, 28, 28), num_classes: int = 10, latent_dim: int = 64, width: int = 64,
-         pixel_mean: tuple[float, ...] | None = None, pixel_std: tuple[float, ...] | None = None) -> DCGAN:
+         ema_decay: float = 0.0, pixel_mean: tuple[float, ...] | None = None, pixel_std: tuple[float, ...] | None = None) -> DCGAN:
     """Class-conditional DCGAN: label embedding in the generator, projection discriminator."""
     if num_classes < 2:
         raise ValueError(f"Received an invalid value for `num_classes`: a conditional GAN needs >= 2 classes. "
                          f"Received: num_classes={num_classes}.")
     return _create_dcgan(True, input_shape=input_shape, num_classes=num_classes, latent_dim=latent_dim, width=width,
-                         pixel_mean=pixel_mean, pixel_std=pixel_std)
+                         ema_decay=ema_decay, pixel_mean=pixel_mean, pixel_std=pixel_std)
