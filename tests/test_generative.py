@@ -129,6 +129,24 @@ def test_dbn_pretrains_one_rbm_after_another_then_fine_tunes():
     assert create_model("dbn", input_shape=(1, 8, 8), hidden=(16,), pretrain_epochs=0).active_parts(0) == ("classifier",)
 
 
+def test_dbn_dropout_acts_only_on_the_fine_tuning_pass():
+    torch.manual_seed(0)
+    model = create_model("dbn", input_shape=(1, 8, 8), hidden=(16, 8), dropout=0.5, input_dropout=0.2)
+    x, y = torch.randn(4, 1, 8, 8), torch.tensor([0, 1, 2, 3])
+    model.train()
+    assert not torch.equal(model(x), model(x))  # fine-tuning: a fresh dropout mask per pass
+    torch.manual_seed(1)
+    cd = model.training_losses(x, y, "rbm1")["reconstruction_mse"]
+    plain = create_model("dbn", input_shape=(1, 8, 8), hidden=(16, 8))
+    plain.load_state_dict(model.state_dict())
+    torch.manual_seed(1)
+    assert torch.equal(cd, plain.training_losses(x, y, "rbm1")["reconstruction_mse"])  # CD-k sees no dropout
+    model.eval()
+    assert torch.equal(model(x), model(x))
+    with pytest.raises(ValueError, match="dropout"):
+        create_model("dbn", dropout=1.0)
+
+
 def test_cd_surrogate_gradient_is_the_contrastive_divergence_update():
     """d/dW [F(v0) - F(v1)] = -(<v0 p(h|v0)> - <v1 p(h|v1)>) / B: Hinton's CD update, negated."""
     torch.manual_seed(0)
