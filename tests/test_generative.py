@@ -41,7 +41,7 @@ def _tiny(name: str, data=None) -> torch.nn.Module:
 
 
 def test_every_family_is_registered():
-    assert {"autoencoder", "conv_autoencoder", "vae", "dcgan", "cgan", "ddpm", "dbn"} <= set(list_models())
+    assert {"autoencoder", "conv_autoencoder", "vae", "conv_vae", "dcgan", "cgan", "ddpm", "dbn"} <= set(list_models())
 
 
 @pytest.mark.parametrize("name", FAMILIES)
@@ -192,6 +192,8 @@ def test_bad_model_arguments_fail_with_the_fix():
         create_model("ddpm", schedule="quadratic")
     with pytest.raises(ValueError, match="corruption"):
         create_model("autoencoder", corruption=1.5)
+    with pytest.raises(ValueError, match="divisible by 4"):
+        create_model("conv_vae", input_shape=(1, 10, 10))
     with pytest.raises(ValueError, match="'rbm' or 'glorot'"):
         create_model("dbn", init="he")
 

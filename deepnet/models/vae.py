@@ -1,8 +1,10 @@
 """The variational autoencoder (Kingma & Welling 2014).
 
-An MLP encoder gives the mean and log-variance of a Gaussian ``q(z|x)``; a code is drawn with
-the reparameterisation ``z = mu + sigma * eps`` so that gradients pass through the draw; an
-MLP decoder gives the Bernoulli means of the pixels. The loss is the negative evidence lower
+An encoder gives the mean and log-variance of a Gaussian ``q(z|x)``; a code is drawn with
+the reparameterisation ``z = mu + sigma * eps`` so that gradients pass through the draw; a
+decoder gives the Bernoulli means of the pixels. ``vae`` uses MLPs; ``conv_vae`` halves the
+side twice with strided convolutions before its dense layers, and its decoder mirrors that
+with transposed convolutions. The loss is the negative evidence lower
 bound per image, in nats: the reconstruction term ``-log p(x|z)`` (binary cross-entropy
 summed over pixels) plus ``KL(q(z|x) || N(0, I))`` in closed form; both terms are logged.
 """
@@ -26,7 +28,9 @@ __all__ = ["VAE", "VAEConfig"]
 class VAEConfig:
     input_shape: tuple[int, int, int] = (1, 28, 28)
     latent_dim: int = 16
-    hidden: tuple[int, ...] = (512, 256)
+    hidden: tuple[int, ...] = (512, 256)  # dense widths of the encoder (the decoder mirrors them)
+    kind: str = "mlp"  # mlp | conv
+    widths: tuple[int, ...] = (32, 64)  # conv: channels of the two stride-2 stages
     pixel_mean: tuple[float, ...] | None = None
     pixel_std: tuple[float, ...] | None = None
 
@@ -52,11 +56,24 @@ class VAE(nn.Module):
         channels, height, width = config.input_shape
         pixels = channels * height * width
         self.pixels = PixelScale(channels, config.pixel_mean, config.pixel_std)
-        self.encoder = nn.Sequential(nn.Flatten(), _mlp([pixels, *config.hidden]))
+        if config.kind == "mlp":
+            self.encoder = nn.Sequential(nn.Flatten(), _mlp([pixels, *config.hidden]))
+            self.decoder = nn.Sequential(_mlp([config.latent_dim, *config.hidden[::-1]]),
+                                         nn.Linear(config.hidden[0], pixels), nn.Unflatten(1, config.input_shape))
+        else:
+            c1, c2 = config.widths
+            features = (c2, height // 4, width // 4)
+            self.encoder = nn.Sequential(
+                nn.Conv2d(channels, c1, 4, stride=2, padding=1), nn.ReLU(inplace=True),  # (B, c1, H/2, W/2)
+                nn.Conv2d(c1, c2, 4, stride=2, padding=1), nn.ReLU(inplace=True),  # (B, c2, H/4, W/4)
+                nn.Flatten(), _mlp([c2 * features[1] * features[2], *config.hidden]))  # (B, hidden[-1])
+            self.decoder = nn.Sequential(
+                _mlp([config.latent_dim, *config.hidden[::-1], c2 * features[1] * features[2]]),
+                nn.Unflatten(1, features),  # (B, c2, H/4, W/4)
+                nn.ConvTranspose2d(c2, c1, 4, stride=2, padding=1), nn.ReLU(inplace=True),  # (B, c1, H/2, W/2)
+                nn.ConvTranspose2d(c1, channels, 4, stride=2, padding=1))  # (B, C, H, W) logits
         self.to_mean = nn.Linear(config.hidden[-1], config.latent_dim)
         self.to_log_variance = nn.Linear(config.hidden[-1], config.latent_dim)
-        self.decoder = nn.Sequential(_mlp([config.latent_dim, *config.hidden[::-1]]), nn.Linear(config.hidden[0], pixels),
-                                     nn.Unflatten(1, config.input_shape))
 
     def part_parameters(self, part: str) -> list[nn.Parameter]:
         return list(self.parameters())
@@ -108,17 +125,40 @@ class VAE(nn.Module):
         return torch.sigmoid(self.decode(z.flatten(0, 1))).unflatten(0, (len(start), steps))
 
 
-@register_model(family="vae", year=2014, input_kind="generative",
-                paper="Kingma & Welling, Auto-Encoding Variational Bayes, ICLR 2014",
+def _create_vae(name: str, **kwargs) -> VAE:
+    kwargs["input_shape"] = tuple(kwargs["input_shape"])
+    check_image_shape(name, kwargs["input_shape"])
+    for key in ("hidden", "widths", "pixel_mean", "pixel_std"):
+        if kwargs.get(key) is not None:
+            kwargs[key] = tuple(kwargs[key])
+    if kwargs["latent_dim"] < 1 or not kwargs["hidden"]:
+        raise ValueError(f"Received an invalid value for `latent_dim`/`hidden`: expected latent_dim >= 1 and at least "
+                         f"one hidden width. Received: latent_dim={kwargs['latent_dim']}, hidden={kwargs['hidden']!r}.")
+    _, height, width = kwargs["input_shape"]
+    if kwargs["kind"] == "conv" and (height % 4 or width % 4 or len(kwargs["widths"]) != 2):
+        raise ValueError("The convolutional VAE halves the side twice: it needs height and width divisible by 4 and "
+                         f"two `widths`. Received: input_shape={kwargs['input_shape']}, widths={kwargs['widths']}.")
+    return VAE(VAEConfig(**kwargs))
+
+
+_PAPER = "Kingma & Welling, Auto-Encoding Variational Bayes, ICLR 2014"
+
+
+@register_model(family="vae", year=2014, input_kind="generative", paper=_PAPER,
                 tiny={"input_shape": (1, 8, 8), "latent_dim": 2, "hidden": (16,)})
 def vae(input_shape: tuple[int, int, int] = (1, 28, 28), latent_dim: int = 16, hidden: tuple[int, ...] = (512, 256),
         pixel_mean: tuple[float, ...] | None = None, pixel_std: tuple[float, ...] | None = None) -> VAE:
     """Variational autoencoder with a Gaussian latent and Bernoulli pixels (MLP)."""
-    input_shape = tuple(input_shape)
-    check_image_shape("vae", input_shape)
-    if latent_dim < 1 or not hidden:
-        raise ValueError(f"Received an invalid value for `latent_dim`/`hidden`: expected latent_dim >= 1 and at least "
-                         f"one hidden width. Received: latent_dim={latent_dim}, hidden={hidden!r}.")
-    return VAE(VAEConfig(input_shape=input_shape, latent_dim=latent_dim, hidden=tuple(hidden),
-                         pixel_mean=tuple(pixel_mean) if pixel_mean is not None else None,
-                         pixel_std=tuple(pixel_std) if pixel_std is not None else None))
+    return _create_vae("vae", input_shape=input_shape, latent_dim=latent_dim, hidden=hidden, kind="mlp",
+                       widths=(32, 64), pixel_mean=pixel_mean, pixel_std=pixel_std)
+
+
+@register_model(family="vae", year=2014, input_kind="generative", paper=_PAPER,
+                tiny={"input_shape": (1, 8, 8), "latent_dim": 2, "hidden": (16,), "widths": (4, 8)})
+def conv_vae(input_shape: tuple[int, int, int] = (1, 28, 28), latent_dim: int = 16, widths: tuple[int, int] = (32, 64),
+             hidden: tuple[int, ...] = (256,), pixel_mean: tuple[float, ...] | None = None,
+             pixel_std: tuple[float, ...] | None = None) -> VAE:
+    """Variational autoencoder with a Gaussian latent and Bernoulli pixels: two stride-2
+    convolutions and dense layers down, the mirror image up."""
+    return _create_vae("conv_vae", input_shape=input_shape, latent_dim=latent_dim, hidden=hidden, kind="conv",
+                       widths=widths, pixel_mean=pixel_mean, pixel_std=pixel_std)
