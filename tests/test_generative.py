@@ -129,6 +129,30 @@ def test_dbn_pretrains_one_rbm_after_another_then_fine_tunes():
     assert create_model("dbn", input_shape=(1, 8, 8), hidden=(16,), pretrain_epochs=0).active_parts(0) == ("classifier",)
 
 
+def test_mmd_matches_its_definition_and_enters_only_the_training_loss():
+    from deepnet.models.vae import mmd_squared
+    torch.manual_seed(0)
+    a, b = torch.randn(5, 3), torch.randn(5, 3) + 1
+
+    def k(x, y):
+        return sum(6 * s / (6 * s + float(((x - y) ** 2).sum())) for s in (0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0))
+    pairs = [(i, j) for i in range(5) for j in range(5) if i != j]
+    expected = (sum(k(a[i], a[j]) + k(b[i], b[j]) for i, j in pairs) / 20
+                - 2 * sum(k(a[i], b[j]) for i in range(5) for j in range(5)) / 25)
+    assert float(mmd_squared(a, b)) == pytest.approx(expected, rel=1e-5)
+    assert abs(float(mmd_squared(torch.randn(400, 3), torch.randn(400, 3)))) < 0.05 < float(mmd_squared(a, b))
+    model = create_model("conv_vae", input_shape=(1, 8, 8), latent_dim=2, hidden=(16,), widths=(4, 8), mmd_weight=10.0)
+    x, y = torch.randn(6, 1, 8, 8), torch.zeros(6, dtype=torch.long)
+    train = model.training_losses(x, y)
+    assert float(train["loss"].detach()) == pytest.approx(float(-train["elbo_nats"].detach() + 10 * train["mmd"]), rel=1e-5)
+    train["loss"].backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters())
+    evaluation = model.evaluation_losses(x, y)
+    assert torch.equal(evaluation["loss"], -evaluation["elbo_nats"])  # reported: the negative ELBO, unchanged
+    with pytest.raises(ValueError, match="mmd_weight"):
+        create_model("vae", mmd_weight=-1.0)
+
+
 def test_dbn_dropout_acts_only_on_the_fine_tuning_pass():
     torch.manual_seed(0)
     model = create_model("dbn", input_shape=(1, 8, 8), hidden=(16, 8), dropout=0.5, input_dropout=0.2)
