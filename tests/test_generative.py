@@ -41,7 +41,7 @@ def _tiny(name: str, data=None) -> torch.nn.Module:
 
 
 def test_every_family_is_registered():
-    assert {"autoencoder", "conv_autoencoder", "vae", "dcgan", "cgan", "ddpm", "dbn"} <= set(list_models())
+    assert {"autoencoder", "conv_autoencoder", "vae", "conv_vae", "dcgan", "cgan", "ddpm", "dbn"} <= set(list_models())
 
 
 @pytest.mark.parametrize("name", FAMILIES)
@@ -127,6 +127,48 @@ def test_dbn_pretrains_one_rbm_after_another_then_fine_tunes():
     model = create_model("dbn", input_shape=(1, 8, 8), hidden=(16, 8), pretrain_epochs=2)
     assert [model.active_parts(e) for e in range(5)] == [("rbm0",), ("rbm0",), ("rbm1",), ("rbm1",), ("classifier",)]
     assert create_model("dbn", input_shape=(1, 8, 8), hidden=(16,), pretrain_epochs=0).active_parts(0) == ("classifier",)
+
+
+def test_mmd_matches_its_definition_and_enters_only_the_training_loss():
+    from deepnet.models.vae import mmd_squared
+    torch.manual_seed(0)
+    a, b = torch.randn(5, 3), torch.randn(5, 3) + 1
+
+    def k(x, y):
+        return sum(6 * s / (6 * s + float(((x - y) ** 2).sum())) for s in (0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0))
+    pairs = [(i, j) for i in range(5) for j in range(5) if i != j]
+    expected = (sum(k(a[i], a[j]) + k(b[i], b[j]) for i, j in pairs) / 20
+                - 2 * sum(k(a[i], b[j]) for i in range(5) for j in range(5)) / 25)
+    assert float(mmd_squared(a, b)) == pytest.approx(expected, rel=1e-5)
+    assert abs(float(mmd_squared(torch.randn(400, 3), torch.randn(400, 3)))) < 0.05 < float(mmd_squared(a, b))
+    model = create_model("conv_vae", input_shape=(1, 8, 8), latent_dim=2, hidden=(16,), widths=(4, 8), mmd_weight=10.0)
+    x, y = torch.randn(6, 1, 8, 8), torch.zeros(6, dtype=torch.long)
+    train = model.training_losses(x, y)
+    assert float(train["loss"].detach()) == pytest.approx(float(-train["elbo_nats"].detach() + 10 * train["mmd"]), rel=1e-5)
+    train["loss"].backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters())
+    evaluation = model.evaluation_losses(x, y)
+    assert torch.equal(evaluation["loss"], -evaluation["elbo_nats"])  # reported: the negative ELBO, unchanged
+    with pytest.raises(ValueError, match="mmd_weight"):
+        create_model("vae", mmd_weight=-1.0)
+
+
+def test_dbn_dropout_acts_only_on_the_fine_tuning_pass():
+    torch.manual_seed(0)
+    model = create_model("dbn", input_shape=(1, 8, 8), hidden=(16, 8), dropout=0.5, input_dropout=0.2)
+    x, y = torch.randn(4, 1, 8, 8), torch.tensor([0, 1, 2, 3])
+    model.train()
+    assert not torch.equal(model(x), model(x))  # fine-tuning: a fresh dropout mask per pass
+    torch.manual_seed(1)
+    cd = model.training_losses(x, y, "rbm1")["reconstruction_mse"]
+    plain = create_model("dbn", input_shape=(1, 8, 8), hidden=(16, 8))
+    plain.load_state_dict(model.state_dict())
+    torch.manual_seed(1)
+    assert torch.equal(cd, plain.training_losses(x, y, "rbm1")["reconstruction_mse"])  # CD-k sees no dropout
+    model.eval()
+    assert torch.equal(model(x), model(x))
+    with pytest.raises(ValueError, match="dropout"):
+        create_model("dbn", dropout=1.0)
 
 
 def test_cd_surrogate_gradient_is_the_contrastive_divergence_update():
@@ -254,6 +296,8 @@ def test_bad_model_arguments_fail_with_the_fix():
         create_model("ddpm", schedule="quadratic")
     with pytest.raises(ValueError, match="corruption"):
         create_model("autoencoder", corruption=1.5)
+    with pytest.raises(ValueError, match="divisible by 4"):
+        create_model("conv_vae", input_shape=(1, 10, 10))
     with pytest.raises(ValueError, match="'rbm' or 'glorot'"):
         create_model("dbn", init="he")
 

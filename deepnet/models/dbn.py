@@ -37,6 +37,8 @@ class DBNConfig:
     pretrain_epochs: int = 10  # per RBM; 0 = no pre-training (a randomly initialised sigmoid MLP)
     cd_steps: int = 1
     init: str = "rbm"  # rbm: N(0, 0.01) (Hinton's practical guide); glorot: Glorot & Bengio's uniform, for nets not pre-trained
+    dropout: float = 0.0  # on every hidden layer while fine-tuning (Srivastava et al. 2014); pre-training is unaffected
+    input_dropout: float = 0.0  # on the pixels while fine-tuning
     pixel_mean: tuple[float, ...] | None = None
     pixel_std: tuple[float, ...] | None = None
 
@@ -92,6 +94,8 @@ class DBN(nn.Module):
             for rbm in self.rbms:
                 nn.init.xavier_uniform_(rbm.weight)
         self.classifier = nn.Linear(sizes[-1], config.num_classes)
+        self.input_dropout = nn.Dropout(config.input_dropout)
+        self.dropout = nn.Dropout(config.dropout)
         self.parts = (*(f"rbm{i}" for i in range(len(self.rbms))), "classifier")
 
     def part_parameters(self, part: str) -> list[nn.Parameter]:
@@ -109,9 +113,9 @@ class DBN(nn.Module):
         return pixels.flatten(1)  # (B, input features) in [0, 1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self._visible(x)
+        h = self.input_dropout(self._visible(x))  # dropout acts only in training mode, i.e. while fine-tuning
         for rbm in self.rbms:
-            h = rbm.hidden_probabilities(h)
+            h = self.dropout(rbm.hidden_probabilities(h))
         return self.classifier(h)
 
     def training_losses(self, x: torch.Tensor, y: torch.Tensor, part: str) -> dict[str, torch.Tensor]:
@@ -130,7 +134,8 @@ class DBN(nn.Module):
                 paper="Hinton, Osindero & Teh, A Fast Learning Algorithm for Deep Belief Nets, Neural Computation 2006",
                 tiny={"input_shape": (1, 8, 8), "num_classes": 10, "hidden": (16, 8), "pretrain_epochs": 1})
 def dbn(input_shape: tuple[int, ...] = (1, 28, 28), num_classes: int = 10, hidden: tuple[int, ...] = (500, 500, 2000),
-        pretrain_epochs: int = 10, cd_steps: int = 1, init: str = "rbm", pixel_mean: tuple[float, ...] | None = None,
+        pretrain_epochs: int = 10, cd_steps: int = 1, init: str = "rbm", dropout: float = 0.0,
+        input_dropout: float = 0.0, pixel_mean: tuple[float, ...] | None = None,
         pixel_std: tuple[float, ...] | None = None) -> DBN:
     """Deep belief net: RBMs pre-trained greedily with CD-k, then fine-tuned as a classifier."""
     if not hidden or pretrain_epochs < 0 or cd_steps < 1:
@@ -139,7 +144,11 @@ def dbn(input_shape: tuple[int, ...] = (1, 28, 28), num_classes: int = 10, hidde
                          f"pretrain_epochs={pretrain_epochs}, cd_steps={cd_steps}.")
     if init not in ("rbm", "glorot"):
         raise ValueError(f"Received an invalid value for `init`: expected 'rbm' or 'glorot'. Received: init={init!r}.")
+    if not (0 <= dropout < 1 and 0 <= input_dropout < 1):
+        raise ValueError(f"Received an invalid value for `dropout`/`input_dropout`: expected probabilities in [0, 1). "
+                         f"Received: dropout={dropout}, input_dropout={input_dropout}.")
     return DBN(DBNConfig(input_shape=tuple(input_shape), num_classes=num_classes, hidden=tuple(hidden),
                          pretrain_epochs=pretrain_epochs, cd_steps=cd_steps, init=init,
+                         dropout=dropout, input_dropout=input_dropout,
                          pixel_mean=tuple(pixel_mean) if pixel_mean is not None else None,
                          pixel_std=tuple(pixel_std) if pixel_std is not None else None))
