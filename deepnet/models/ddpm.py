@@ -165,13 +165,13 @@ class DDPM(nn.Module):
         abar = self.alpha_bar[t].view(-1, 1, 1, 1)
         x_t = abar.sqrt() * x0 + (1 - abar).sqrt() * noise
         predicted = self.unet(x_t, t).float()  # float: the error in fp32 under bf16 autocast
-        noise_mse = F.mse_loss(predicted, noise)
         if not self.config.min_snr_gamma:
+            noise_mse = F.mse_loss(predicted, noise)
             return {"loss": noise_mse, "noise_mse": noise_mse}
-        errors = (predicted - noise).pow(2).mean(dim=(1, 2, 3))  # (B,)
+        errors = (predicted - noise).pow(2).mean(dim=(1, 2, 3))  # (B,): each image's error, computed once
         snr = abar.view(-1) / (1 - abar.view(-1))
         weights = (self.config.min_snr_gamma / snr).clamp(max=1)  # = min(SNR, gamma) / SNR, and 1 where SNR = 0
-        return {"loss": (weights * errors).mean(), "noise_mse": noise_mse}
+        return {"loss": (weights * errors).mean(), "noise_mse": errors.mean()}
 
     def training_losses(self, x: torch.Tensor, y: torch.Tensor, part: str = "model") -> dict[str, torch.Tensor]:
         if self.config.ema_decay:
