@@ -280,6 +280,23 @@ def test_ddpm_with_a_stride_2_stem_predicts_noise_of_the_image_shape():
         create_model("ddpm", input_shape=(1, 7, 7), patch=2)
 
 
+def test_ddpm_attention_lets_every_position_see_every_other():
+    from deepnet.models.ddpm import MapAttention
+    torch.manual_seed(0)
+    attention = MapAttention(16)
+    x = torch.randn(2, 16, 4, 4, requires_grad=True)
+    attention(x)[0, :, 0, 0].sum().backward()
+    assert x.grad[0, :, 3, 3].abs().sum() > 0  # the far corner reaches the first position in one layer
+    assert x.grad[1].abs().sum() == 0  # and images of a batch stay apart
+    # attention over positions: permuting them permutes the output alike
+    order = torch.randperm(16)
+    flat = x.detach().flatten(2)
+    permuted = attention(flat[:, :, order].view(2, 16, 4, 4)).flatten(2)
+    assert torch.allclose(permuted, attention(x.detach()).flatten(2)[:, :, order], atol=1e-5)
+    model = create_model("ddpm", width=16, attention=True, timesteps=10)
+    assert model(torch.randn(3, 1, 28, 28), torch.tensor([0, 4, 9])).shape == (3, 1, 28, 28)
+
+
 def test_frechet_distance_matches_the_closed_form():
     rng = np.random.default_rng(0)
     a = rng.normal(0, 1, (20000, 2))

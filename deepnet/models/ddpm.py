@@ -15,7 +15,10 @@ Sampling: ancestral, T steps from pure noise with the posterior variance; or DDI
 The U-Net: residual blocks (group norm, SiLU, 3x3 convolutions, the step's sinusoidal
 embedding added in between) at three resolutions with widths w, 2w and 4w (with ``patch=2``
 the first level sits at half the image size), stride-2 convolutions down, nearest upsampling
-and convolutions up, skip connections concatenated.
+and convolutions up, skip connections concatenated. With ``attention=True`` the lowest
+resolution holds a residual block, multi-head self-attention over its positions and a second
+residual block, as the middle of Ho et al.'s U-Net: at 7x7 for MNIST that costs ~20% more
+compute and lets every position see the whole digit.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ class DDPMConfig:
     schedule: str = "linear"  # linear | cosine
     ema_decay: float = 0.999  # sampling uses an exponential moving average of the weights; 0 = the weights
     min_snr_gamma: float = 0.0  # > 0: Min-SNR loss weighting, min(SNR, gamma) / SNR; 0 = the plain noise MSE
+    attention: bool = False  # the lowest level: residual block, self-attention, residual block
     pixel_mean: tuple[float, ...] | None = None
     pixel_std: tuple[float, ...] | None = None
 
@@ -82,10 +86,27 @@ class ResBlock(nn.Module):
         return h + self.skip(x)
 
 
+class MapAttention(nn.Module):
+    """Residual multi-head self-attention over the positions of a feature map ``(B, C, H, W)``."""
+
+    def __init__(self, channels: int, heads: int = 4) -> None:
+        super().__init__()
+        self.heads = heads
+        self.norm = nn.GroupNorm(min(8, channels), channels)
+        self.qkv = nn.Conv2d(channels, 3 * channels, 1)
+        self.out = nn.Conv2d(channels, channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        q, k, v = self.qkv(self.norm(x)).view(b, 3, self.heads, c // self.heads, h * w).transpose(-1, -2).unbind(1)
+        attended = F.scaled_dot_product_attention(q, k, v)  # (B, heads, HW, C / heads)
+        return x + self.out(attended.transpose(-1, -2).reshape(b, c, h, w))
+
+
 class UNet(nn.Module):
     """Noisy images ``(B, C, H, W)`` and steps ``(B,)`` -> predicted noise ``(B, C, H, W)``."""
 
-    def __init__(self, channels: int, width: int, patch: int = 1) -> None:
+    def __init__(self, channels: int, width: int, patch: int = 1, attention: bool = False) -> None:
         super().__init__()
         w1, w2, w3 = width, 2 * width, 4 * width
         self.embed_dim = 4 * width
@@ -98,6 +119,8 @@ class UNet(nn.Module):
         self.down2 = ResBlock(w1, w2, self.embed_dim)  # H/2
         self.pool2 = nn.Conv2d(w2, w2, 3, stride=2, padding=1)
         self.middle = ResBlock(w2, w3, self.embed_dim)  # H/4: wide, since a map of H/4 x W/4 is cheap
+        self.attention = MapAttention(w3) if attention else None
+        self.middle2 = ResBlock(w3, w3, self.embed_dim) if attention else None
         self.up2 = ResBlock(w3 + w2, w2, self.embed_dim)  # H/2, after concatenating down2's output
         self.up1 = ResBlock(w2 + w1, w1, self.embed_dim)  # H
         self.head = nn.Sequential(nn.GroupNorm(min(8, w1), w1), nn.SiLU(),
@@ -110,6 +133,8 @@ class UNet(nn.Module):
         h1 = self.down1(self.stem(x), e)  # (B, w1, H/p, W/p), p = patch
         h2 = self.down2(self.pool1(h1), e)  # (B, w2, H/2p, W/2p)
         h = self.middle(self.pool2(h2), e)  # (B, w3, H/4p, W/4p)
+        if self.attention is not None:
+            h = self.middle2(self.attention(h), e)
         h = F.interpolate(h, size=h2.shape[-2:], mode="nearest")
         h = self.up2(torch.cat([h, h2], dim=1), e)  # (B, w2, H/2p, W/2p)
         h = F.interpolate(h, size=h1.shape[-2:], mode="nearest")
@@ -128,7 +153,7 @@ class DDPM(nn.Module):
         super().__init__()
         self.config = config
         self.pixels = PixelScale(config.input_shape[0], config.pixel_mean, config.pixel_std)
-        self.unet = UNet(config.input_shape[0], config.width, config.patch)
+        self.unet = UNet(config.input_shape[0], config.width, config.patch, config.attention)
         betas = noise_schedule(config.schedule, config.timesteps)
         alpha_bar = torch.cumprod(1 - betas, 0)
         self.register_buffer("betas", betas.float(), persistent=False)
@@ -225,10 +250,10 @@ class DDPM(nn.Module):
 @register_model(family="diffusion", year=2020, input_kind="generative",
                 paper="Ho, Jain & Abbeel, Denoising Diffusion Probabilistic Models, NeurIPS 2020; "
                       "Song, Meng & Ermon, Denoising Diffusion Implicit Models, ICLR 2021",
-                tiny={"input_shape": (1, 8, 8), "width": 8, "timesteps": 20, "min_snr_gamma": 5.0})
+                tiny={"input_shape": (1, 8, 8), "width": 8, "timesteps": 20, "min_snr_gamma": 5.0, "attention": True})
 def ddpm(input_shape: tuple[int, int, int] = (1, 28, 28), width: int = 32, patch: int = 1, timesteps: int = 1000,
-         schedule: str = "linear", ema_decay: float = 0.999, min_snr_gamma: float = 0.0, pixel_mean: tuple[float, ...] | None = None,
-         pixel_std: tuple[float, ...] | None = None) -> DDPM:
+         schedule: str = "linear", ema_decay: float = 0.999, min_snr_gamma: float = 0.0, attention: bool = False,
+         pixel_mean: tuple[float, ...] | None = None, pixel_std: tuple[float, ...] | None = None) -> DDPM:
     """DDPM with a small U-Net; ancestral and DDIM sampling."""
     input_shape = tuple(input_shape)
     check_image_shape("ddpm", input_shape)
@@ -246,5 +271,5 @@ def ddpm(input_shape: tuple[int, int, int] = (1, 28, 28), width: int = 32, patch
         raise ValueError(f"Received an invalid value for `min_snr_gamma`: expected >= 0 (0: no weighting; Hang et al. "
                          f"use 5). Received: min_snr_gamma={min_snr_gamma}.")
     return DDPM(DDPMConfig(input_shape=input_shape, width=width, patch=patch, timesteps=timesteps, schedule=schedule, ema_decay=ema_decay,
-                           min_snr_gamma=min_snr_gamma, pixel_mean=tuple(pixel_mean) if pixel_mean is not None else None,
+                           min_snr_gamma=min_snr_gamma, attention=bool(attention), pixel_mean=tuple(pixel_mean) if pixel_mean is not None else None,
                            pixel_std=tuple(pixel_std) if pixel_std is not None else None))
