@@ -273,6 +273,30 @@ def test_dcgan_average_trails_the_generator_and_is_what_sampling_reads():
         create_model("dcgan", ema_decay=1.0)
 
 
+def test_dcgan_hinge_loss_and_spectral_norm():
+    torch.manual_seed(0)
+    model = create_model("dcgan", input_shape=(1, 8, 8), latent_dim=4, width=4, loss="hinge", spectral_norm=True,
+                         layers_per_level=2)
+    for _ in range(30):  # power iterations, one a forward pass in training mode
+        model.discriminator(torch.randn(4, 1, 8, 8))
+    for module in model.discriminator.modules():
+        if isinstance(module, (torch.nn.Conv2d, torch.nn.Linear)):
+            matrix = module.weight.detach().flatten(1)  # the normalised weight, as Miyato et al. reshape it
+            assert torch.linalg.matrix_norm(matrix, ord=2) == pytest.approx(1.0, abs=0.02)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.discriminator.modules())
+    x, y = torch.rand(6, 1, 8, 8), torch.zeros(6, dtype=torch.long)
+    model.eval()  # no power iteration: the same discriminator for both computations
+    fake = model._fake(6, y)
+    real_logits, fake_logits = model._judge(model._real(x), y), model._judge(fake.detach(), y)
+    expected = torch.relu(1 - real_logits).mean() + torch.relu(1 + fake_logits).mean()
+    assert model._discriminator_loss(x, y, fake).item() == pytest.approx(expected.item())
+    assert model._generator_loss(y, fake).item() == pytest.approx(-model._judge(fake, y).mean().item())
+    with pytest.raises(ValueError, match="loss"):
+        create_model("dcgan", loss="wasserstein")
+    with pytest.raises(ValueError, match="layers_per_level"):
+        create_model("cgan", layers_per_level=0)
+
+
 def test_ddpm_with_a_stride_2_stem_predicts_noise_of_the_image_shape():
     model = create_model("ddpm", input_shape=(1, 8, 8), width=8, patch=2, timesteps=10)
     assert model(torch.randn(3, 1, 8, 8), torch.tensor([0, 4, 9])).shape == (3, 1, 8, 8)

@@ -16,6 +16,13 @@ With ``pack > 1`` the (unconditional) discriminator judges ``pack`` images at a 
 as channels (PacGAN, Lin et al. 2018): a generator that favours some modes makes packs unlike
 the data's, which the discriminator can see; it counters mode dropping and an uneven mix of
 classes.
+Two later stabilisers, both off by default: ``loss="hinge"`` trains with the hinge loss
+(discriminator ``relu(1 - D(real)) + relu(1 + D(fake))``, generator ``-D(fake)``; Lim & Ye
+2017, Miyato et al. 2018), and ``spectral_norm=True`` divides every discriminator weight by
+its largest singular value (one power iteration a forward pass, Miyato et al. 2018) in place
+of the discriminator's batch norm, which bounds its Lipschitz constant. ``layers_per_level=2``
+adds a 3x3 stride-1 convolution at each resolution of both networks, as the "standard CNN"
+of Miyato et al.'s experiments does.
 The conditional variant feeds a label embedding to the generator beside the code and gives
 the discriminator a projection term, ``<embed(y), features>`` (Miyato & Koyama 2018).
 
@@ -52,8 +59,20 @@ class DCGANConfig:
     conditional: bool = False
     ema_decay: float = 0.0  # > 0: sampling reads a moving average of the generator's weights
     pack: int = 1  # images the discriminator judges together (PacGAN); 1: one at a time
+    loss: str = "bce"  # bce: the non-saturating loss with one-sided label smoothing; hinge
+    spectral_norm: bool = False  # spectral normalisation of the discriminator (instead of its batch norm)
+    layers_per_level: int = 1  # 2: a 3x3 stride-1 convolution at each resolution of both networks
     pixel_mean: tuple[float, ...] | None = None
     pixel_std: tuple[float, ...] | None = None
+
+
+def _refine(channels: int, count: int, norm, activation) -> list[nn.Module]:
+    """``count`` 3x3 stride-1 convolutions keeping the channels, each with its norm and activation."""
+    layers: list[nn.Module] = []
+    for _ in range(max(count, 0)):
+        normalise = norm(channels)
+        layers += [nn.Conv2d(channels, channels, 3, padding=1, bias=isinstance(normalise, nn.Identity)), normalise, activation()]
+    return layers
 
 
 class Generator(nn.Module):
@@ -68,8 +87,11 @@ class Generator(nn.Module):
         inputs = config.latent_dim * (2 if config.conditional else 1)
         self.project = nn.Sequential(nn.Linear(inputs, 2 * w * (height // 4) * (width // 4), bias=False),
                                      nn.BatchNorm1d(2 * w * (height // 4) * (width // 4)), nn.ReLU(inplace=True))
+        extra = config.layers_per_level - 1
         self.upsample = nn.Sequential(
+            *_refine(2 * w, extra, nn.BatchNorm2d, nn.ReLU),  # (B, 2w, H/4, W/4)
             nn.ConvTranspose2d(2 * w, w, 4, stride=2, padding=1, bias=False), nn.BatchNorm2d(w), nn.ReLU(inplace=True),
+            *_refine(w, extra, nn.BatchNorm2d, nn.ReLU),  # (B, w, H/2, W/2)
             nn.ConvTranspose2d(w, channels, 4, stride=2, padding=1), nn.Tanh())
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
@@ -88,9 +110,15 @@ class Discriminator(nn.Module):
         w = config.width
         self.pack = config.pack
         features = 2 * w * (height // 4) * (width // 4)
+        extra = config.layers_per_level - 1
+        norm = (lambda n: nn.Identity()) if config.spectral_norm else nn.BatchNorm2d
+        first = [nn.Conv2d(channels * config.pack, w, 3, padding=1), nn.LeakyReLU(0.2, inplace=True)] if extra else []
         self.features = nn.Sequential(
-            nn.Conv2d(channels * config.pack, w, 4, stride=2, padding=1), nn.LeakyReLU(0.2, inplace=True),  # (B, w, H/2, W/2)
-            nn.Conv2d(w, 2 * w, 4, stride=2, padding=1, bias=False), nn.BatchNorm2d(2 * w),
+            *first, *_refine(w, extra - 1, norm, lambda: nn.LeakyReLU(0.2)),
+            nn.Conv2d(w if extra else channels * config.pack, w, 4, stride=2, padding=1),
+            nn.LeakyReLU(0.2, inplace=True),  # (B, w, H/2, W/2)
+            *_refine(w, extra, norm, lambda: nn.LeakyReLU(0.2)),
+            nn.Conv2d(w, 2 * w, 4, stride=2, padding=1, bias=config.spectral_norm), norm(2 * w),
             nn.LeakyReLU(0.2, inplace=True), nn.Flatten())  # (B, 2w * H/4 * W/4)
         self.head = nn.Linear(features, 1)
         self.embed = nn.Embedding(config.num_classes, features) if config.conditional else None
@@ -126,6 +154,10 @@ class DCGAN(nn.Module):
             elif isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
                 nn.init.normal_(module.weight, 1.0, 0.02)
                 nn.init.zeros_(module.bias)
+        if config.spectral_norm:  # after the initialisation, which writes the raw weights
+            for module in list(self.discriminator.modules()):
+                if isinstance(module, (nn.Conv2d, nn.Linear, nn.Embedding)):
+                    nn.utils.parametrizations.spectral_norm(module)
         self._fakes: tuple[torch.Tensor, torch.Tensor | None] | None = None  # from the discriminator step
         # The average is kept as buffers (saved with the weights, not trained); it is updated at
         # the start of each generator step, so it trails the generator by one update.
@@ -175,11 +207,15 @@ class DCGAN(nn.Module):
 
     def _discriminator_loss(self, x: torch.Tensor, y: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
         real_logits, fake_logits = self._judge(self._real(x), y), self._judge(fake.detach(), y)
+        if self.config.loss == "hinge":
+            return F.relu(1 - real_logits).mean() + F.relu(1 + fake_logits).mean()
         return (F.binary_cross_entropy_with_logits(real_logits, torch.full_like(real_logits, REAL_TARGET))
                 + F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits)))
 
     def _generator_loss(self, y: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
         fake_logits = self._judge(fake, y)
+        if self.config.loss == "hinge":
+            return -fake_logits.mean()
         return F.binary_cross_entropy_with_logits(fake_logits, torch.ones_like(fake_logits))  # non-saturating
 
     def training_losses(self, x: torch.Tensor, y: torch.Tensor, part: str) -> dict[str, torch.Tensor]:
@@ -227,6 +263,12 @@ def _create_dcgan(conditional: bool, **kwargs) -> DCGAN:
     if kwargs.get("pack", 1) < 1:  # cgan has no `pack`: its discriminator judges each image with its label
         raise ValueError(f"Received an invalid value for `pack`: expected an integer >= 1 (1: one image at a time). "
                          f"Received: pack={kwargs['pack']}.")
+    if kwargs.get("loss", "bce") not in ("bce", "hinge"):
+        raise ValueError(f"Received an invalid value for `loss`: expected 'bce' (non-saturating) or 'hinge'. "
+                         f"Received: loss={kwargs['loss']!r}.")
+    if kwargs.get("layers_per_level", 1) < 1:
+        raise ValueError(f"Received an invalid value for `layers_per_level`: expected an integer >= 1 (1: Radford et al.'s "
+                         f"DCGAN). Received: layers_per_level={kwargs['layers_per_level']}.")
     if not 0 <= kwargs.get("ema_decay", 0.0) < 1:
         raise ValueError(f"Received an invalid value for `ema_decay`: expected 0 <= ema_decay < 1 (0: no average). "
                          f"Received: ema_decay={kwargs['ema_decay']}.")
@@ -241,22 +283,27 @@ _PAPER = ("Radford, Metz & Chintala, Unsupervised Representation Learning with D
 
 
 @register_model(family="gan", year=2016, input_kind="generative", paper=_PAPER,
-                tiny={"input_shape": (1, 8, 8), "latent_dim": 4, "width": 4, "ema_decay": 0.9, "pack": 2})
+                tiny={"input_shape": (1, 8, 8), "latent_dim": 4, "width": 4, "ema_decay": 0.9, "pack": 2,
+                      "loss": "hinge", "spectral_norm": True, "layers_per_level": 2})
 def dcgan(input_shape: tuple[int, int, int] = (1, 28, 28), latent_dim: int = 64, width: int = 64, ema_decay: float = 0.0,
-          pack: int = 1, pixel_mean: tuple[float, ...] | None = None, pixel_std: tuple[float, ...] | None = None) -> DCGAN:
+          pack: int = 1, loss: str = "bce", spectral_norm: bool = False, layers_per_level: int = 1,
+          pixel_mean: tuple[float, ...] | None = None, pixel_std: tuple[float, ...] | None = None) -> DCGAN:
     """DCGAN generator and discriminator for small images."""
     return _create_dcgan(False, input_shape=input_shape, latent_dim=latent_dim, width=width, ema_decay=ema_decay,
-                         pack=pack, pixel_mean=pixel_mean, pixel_std=pixel_std)
+                         pack=pack, loss=loss, spectral_norm=bool(spectral_norm), layers_per_level=layers_per_level,
+                         pixel_mean=pixel_mean, pixel_std=pixel_std)
 
 
 @register_model(family="gan", year=2018, input_kind="generative",
                 paper=_PAPER + "; Miyato & Koyama, cGANs with Projection Discriminator, ICLR 2018",
                 tiny={"input_shape": (1, 8, 8), "num_classes": 3, "latent_dim": 4, "width": 4})
 def cgan(input_shape: tuple[int, int, int] = (1, 28, 28), num_classes: int = 10, latent_dim: int = 64, width: int = 64,
-         ema_decay: float = 0.0, pixel_mean: tuple[float, ...] | None = None, pixel_std: tuple[float, ...] | None = None) -> DCGAN:
+         ema_decay: float = 0.0, loss: str = "bce", spectral_norm: bool = False, layers_per_level: int = 1,
+         pixel_mean: tuple[float, ...] | None = None, pixel_std: tuple[float, ...] | None = None) -> DCGAN:
     """Class-conditional DCGAN: label embedding in the generator, projection discriminator."""
     if num_classes < 2:
         raise ValueError(f"Received an invalid value for `num_classes`: a conditional GAN needs >= 2 classes. "
                          f"Received: num_classes={num_classes}.")
     return _create_dcgan(True, input_shape=input_shape, num_classes=num_classes, latent_dim=latent_dim, width=width,
-                         ema_decay=ema_decay, pixel_mean=pixel_mean, pixel_std=pixel_std)
+                         ema_decay=ema_decay, loss=loss, spectral_norm=bool(spectral_norm), layers_per_level=layers_per_level,
+                         pixel_mean=pixel_mean, pixel_std=pixel_std)
