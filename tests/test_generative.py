@@ -286,15 +286,41 @@ def test_dcgan_hinge_loss_and_spectral_norm():
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.discriminator.modules())
     x, y = torch.rand(6, 1, 8, 8), torch.zeros(6, dtype=torch.long)
     model.eval()  # no power iteration: the same discriminator for both computations
-    fake = model._fake(6, y)
+    fake, labels = model._fake(6, y)
+    assert labels is None
     real_logits, fake_logits = model._judge(model._real(x), y), model._judge(fake.detach(), y)
     expected = torch.relu(1 - real_logits).mean() + torch.relu(1 + fake_logits).mean()
-    assert model._discriminator_loss(x, y, fake).item() == pytest.approx(expected.item())
-    assert model._generator_loss(y, fake).item() == pytest.approx(-model._judge(fake, y).mean().item())
+    assert model._discriminator_loss(x, y, fake, labels)[0].item() == pytest.approx(expected.item())
+    assert model._generator_loss(fake, labels)[0].item() == pytest.approx(-model._judge(fake, y).mean().item())
     with pytest.raises(ValueError, match="loss"):
         create_model("dcgan", loss="wasserstein")
     with pytest.raises(ValueError, match="layers_per_level"):
         create_model("cgan", layers_per_level=0)
+
+
+def test_infogan_code_steers_the_generator_and_its_cross_entropy_enters_both_losses():
+    torch.manual_seed(0)
+    model = create_model("dcgan", input_shape=(1, 8, 8), latent_dim=4, width=4, categories=3, info_weight=0.5).eval()
+    z = torch.randn(2, 4)
+    assert not torch.equal(model(z, torch.tensor([0, 0])), model(z, torch.tensor([1, 1])))  # the code matters
+    with pytest.raises(ValueError, match="categorical code"):
+        model(z)
+    x, y = torch.rand(6, 1, 8, 8), torch.zeros(6, dtype=torch.long)
+    torch.manual_seed(1)
+    losses = model.training_losses(x, y, "discriminator")
+    fake, codes = model._fakes
+    assert codes.shape == (6,) and int(codes.max()) < 3
+    _, code_logits = model.discriminator(fake.detach(), None, with_codes=True)
+    info = torch.nn.functional.cross_entropy(code_logits, codes)
+    assert losses["loss"].item() == pytest.approx(losses["d_loss"].item() + 0.5 * info.item(), rel=1e-5)
+    losses = model.training_losses(x, y, "generator")
+    assert losses["code_nats"].item() == pytest.approx(info.item(), rel=1e-5)
+    assert losses["loss"].item() == pytest.approx(losses["g_loss"].item() + 0.5 * info.item(), rel=1e-5)
+    assert model.sample(5, generator=torch.Generator().manual_seed(0)).shape == (5, 1, 8, 8)
+    with pytest.raises(ValueError, match="pack"):
+        create_model("dcgan", categories=10, pack=2)
+    with pytest.raises(ValueError, match="categories"):
+        create_model("dcgan", categories=-1)
 
 
 def test_ddpm_with_a_stride_2_stem_predicts_noise_of_the_image_shape():

@@ -23,6 +23,12 @@ its largest singular value (one power iteration a forward pass, Miyato et al. 20
 of the discriminator's batch norm, which bounds its Lipschitz constant. ``layers_per_level=2``
 adds a 3x3 stride-1 convolution at each resolution of both networks, as the "standard CNN"
 of Miyato et al.'s experiments does.
+With ``categories=k`` (InfoGAN, Chen et al. 2016) the generator also reads a categorical
+code, one of ``k`` values drawn uniformly and fed as a one-hot vector, and a head on the
+discriminator's features predicts that code from each fake; both networks add ``info_weight``
+times the head's cross-entropy, a lower bound on the mutual information between the code and
+the image. No labels are used: on MNIST the code comes to pick the digit, so a sample is drawn
+from one class's region of the code space instead of from between two classes.
 The conditional variant feeds a label embedding to the generator beside the code and gives
 the discriminator a projection term, ``<embed(y), features>`` (Miyato & Koyama 2018).
 
@@ -62,6 +68,8 @@ class DCGANConfig:
     loss: str = "bce"  # bce: the non-saturating loss with one-sided label smoothing; hinge
     spectral_norm: bool = False  # spectral normalisation of the discriminator (instead of its batch norm)
     layers_per_level: int = 1  # 2: a 3x3 stride-1 convolution at each resolution of both networks
+    categories: int = 0  # > 0: InfoGAN's categorical code with this many values; 0: none
+    info_weight: float = 1.0  # InfoGAN's lambda: the weight of the code's cross-entropy
     pixel_mean: tuple[float, ...] | None = None
     pixel_std: tuple[float, ...] | None = None
 
@@ -84,7 +92,8 @@ class Generator(nn.Module):
         w = config.width
         self.start = (2 * w, height // 4, width // 4)
         self.embed = nn.Embedding(config.num_classes, config.latent_dim) if config.conditional else None
-        inputs = config.latent_dim * (2 if config.conditional else 1)
+        self.categories = config.categories
+        inputs = config.latent_dim * (2 if config.conditional else 1) + config.categories
         self.project = nn.Sequential(nn.Linear(inputs, 2 * w * (height // 4) * (width // 4), bias=False),
                                      nn.BatchNorm1d(2 * w * (height // 4) * (width // 4)), nn.ReLU(inplace=True))
         extra = config.layers_per_level - 1
@@ -97,6 +106,8 @@ class Generator(nn.Module):
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         if self.embed is not None:
             z = torch.cat([z, self.embed(labels)], dim=1)  # (B, 2 * latent_dim)
+        elif self.categories:  # labels: the categorical codes
+            z = torch.cat([z, F.one_hot(labels, self.categories).to(z.dtype)], dim=1)  # (B, latent_dim + categories)
         return self.upsample(self.project(z).view(len(z), *self.start))  # (B, 2w, H/4, W/4) -> (B, C, H, W)
 
 
@@ -122,8 +133,11 @@ class Discriminator(nn.Module):
             nn.LeakyReLU(0.2, inplace=True), nn.Flatten())  # (B, 2w * H/4 * W/4)
         self.head = nn.Linear(features, 1)
         self.embed = nn.Embedding(config.num_classes, features) if config.conditional else None
+        self.code_head = nn.Linear(features, config.categories) if config.categories else None
 
-    def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None,
+                with_codes: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """``with_codes``: also the logits ``(B, categories)`` of the categorical code (InfoGAN)."""
         if self.pack > 1:
             packs = len(images) // self.pack
             images = images[:packs * self.pack].reshape(packs, -1, *images.shape[2:])  # (B/pack, pack*C, H, W)
@@ -131,7 +145,7 @@ class Discriminator(nn.Module):
         logits = self.head(h).squeeze(1)
         if self.embed is not None:
             logits = logits + (self.embed(labels) * h).sum(1)  # the projection term
-        return logits
+        return (logits, self.code_head(h)) if with_codes else logits
 
 
 class DCGAN(nn.Module):
@@ -143,6 +157,7 @@ class DCGAN(nn.Module):
         super().__init__()
         self.config = config
         self.conditional_classes = config.num_classes if config.conditional else 0
+        self.code_values = self.conditional_classes or config.categories  # what the generator's labels range over
         self.pixels = PixelScale(config.input_shape[0], config.pixel_mean, config.pixel_std)
         self.generator = Generator(config)
         self.discriminator = Discriminator(config)
@@ -158,7 +173,7 @@ class DCGAN(nn.Module):
             for module in list(self.discriminator.modules()):
                 if isinstance(module, (nn.Conv2d, nn.Linear, nn.Embedding)):
                     nn.utils.parametrizations.spectral_norm(module)
-        self._fakes: tuple[torch.Tensor, torch.Tensor | None] | None = None  # from the discriminator step
+        self._fakes: tuple[torch.Tensor, torch.Tensor | None] | None = None  # from the discriminator step: fakes, their labels
         # The average is kept as buffers (saved with the weights, not trained); it is updated at
         # the start of each generator step, so it trails the generator by one update.
         for name, p in self.generator.named_parameters() if config.ema_decay else ():
@@ -178,7 +193,7 @@ class DCGAN(nn.Module):
         device = next(averaged.parameters()).device
         codes = torch.Generator().manual_seed(STANDING_SEED)
         z = torch.randn(STANDING_CODES, self.config.latent_dim, generator=codes).to(device)
-        labels = torch.randint(0, self.config.num_classes, (STANDING_CODES,), generator=codes).to(device)
+        labels = torch.randint(0, max(self.code_values, 1), (STANDING_CODES,), generator=codes).to(device)
         with torch.no_grad():
             for name, p in averaged.named_parameters():
                 p.copy_(getattr(self, _ema_buffer(name)))
@@ -186,18 +201,30 @@ class DCGAN(nn.Module):
                 if isinstance(module, nn.modules.batchnorm._BatchNorm):
                     module.reset_running_stats()
                     module.momentum = None  # a plain mean over the one batch
-            averaged.train()(z, labels if self.conditional_classes else None)
+            averaged.train()(z, labels if self.code_values else None)
         return averaged.eval()
 
     def part_parameters(self, part: str) -> list[nn.Parameter]:
         return list(getattr(self, part).parameters())
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        return (self.generator(z, labels if self.conditional_classes else None) + 1) / 2
+        """``labels``: the classes of a conditional model, the categorical codes of an InfoGAN."""
+        if self.code_values and labels is None:
+            raise ValueError(f"This generator also reads a class or categorical code: pass labels, integers in "
+                             f"[0, {self.code_values}), one per code.")
+        return (self.generator(z, labels if self.code_values else None) + 1) / 2
 
-    def _fake(self, n: int, labels: torch.Tensor) -> torch.Tensor:
+    def _fake(self, n: int, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Fakes ``(n, C, H, W)`` in [-1, 1] and what the generator read beside the noise: the
+        real batch's labels (conditional), fresh uniform codes (InfoGAN), or None."""
         z = torch.randn(n, self.config.latent_dim, device=labels.device)
-        return self.generator(z, labels if self.conditional_classes else None)  # (n, C, H, W) in [-1, 1]
+        if self.conditional_classes:
+            used = labels
+        elif self.config.categories:
+            used = torch.randint(0, self.config.categories, (n,), device=labels.device)
+        else:
+            used = None
+        return self.generator(z, used), used
 
     def _real(self, x: torch.Tensor) -> torch.Tensor:
         return self.pixels.to_pixels(x) * 2 - 1
@@ -205,47 +232,68 @@ class DCGAN(nn.Module):
     def _judge(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return self.discriminator(images, labels if self.conditional_classes else None)
 
-    def _discriminator_loss(self, x: torch.Tensor, y: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
-        real_logits, fake_logits = self._judge(self._real(x), y), self._judge(fake.detach(), y)
-        if self.config.loss == "hinge":
-            return F.relu(1 - real_logits).mean() + F.relu(1 + fake_logits).mean()
-        return (F.binary_cross_entropy_with_logits(real_logits, torch.full_like(real_logits, REAL_TARGET))
-                + F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits)))
+    def _judge_fake(self, fake: torch.Tensor, labels: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The logits of fakes, and the cross-entropy of their categorical codes (0 without)."""
+        if not self.config.categories:
+            return self._judge(fake, labels), torch.zeros((), device=fake.device)
+        logits, code_logits = self.discriminator(fake, None, with_codes=True)
+        return logits, F.cross_entropy(code_logits.float(), labels)
 
-    def _generator_loss(self, y: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
-        fake_logits = self._judge(fake, y)
+    def _discriminator_loss(self, x: torch.Tensor, y: torch.Tensor, fake: torch.Tensor,
+                            labels: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The adversarial loss and the code's cross-entropy; ``labels``: what the fakes were made from."""
+        real_logits = self._judge(self._real(x), y)
+        fake_logits, info = self._judge_fake(fake.detach(), labels)
         if self.config.loss == "hinge":
-            return -fake_logits.mean()
-        return F.binary_cross_entropy_with_logits(fake_logits, torch.ones_like(fake_logits))  # non-saturating
+            return F.relu(1 - real_logits).mean() + F.relu(1 + fake_logits).mean(), info
+        return (F.binary_cross_entropy_with_logits(real_logits, torch.full_like(real_logits, REAL_TARGET))
+                + F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits))), info
+
+    def _generator_loss(self, fake: torch.Tensor, labels: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        fake_logits, info = self._judge_fake(fake, labels)
+        if self.config.loss == "hinge":
+            return -fake_logits.mean(), info
+        return F.binary_cross_entropy_with_logits(fake_logits, torch.ones_like(fake_logits)), info  # non-saturating
 
     def training_losses(self, x: torch.Tensor, y: torch.Tensor, part: str) -> dict[str, torch.Tensor]:
-        """The fakes are labelled like the real batch, so the class mix follows the data."""
+        """The fakes of a conditional model are labelled like the real batch, so the class mix
+        follows the data. The code's cross-entropy is logged once, from the generator step."""
+        weight = self.config.info_weight
         if part == "discriminator":
-            fake = self._fake(len(x), y)
-            self._fakes = (fake, y)
-            loss = self._discriminator_loss(x, y, fake)
-            return {"loss": loss, "d_loss": loss}
+            fake, labels = self._fake(len(x), y)
+            self._fakes = (fake, labels)
+            loss, info = self._discriminator_loss(x, y, fake, labels)
+            return {"loss": loss + weight * info, "d_loss": loss}
         if self.config.ema_decay:
             self._update_average()
-        fake, labels = self._fakes if self._fakes is not None else (self._fake(len(x), y), y)
+        fake, labels = self._fakes if self._fakes is not None else self._fake(len(x), y)
         self._fakes = None
-        loss = self._generator_loss(labels, fake)
-        return {"loss": loss, "g_loss": loss}
+        loss, info = self._generator_loss(fake, labels)
+        terms = {"loss": loss + weight * info, "g_loss": loss}
+        if self.config.categories:
+            terms["code_nats"] = info.detach()
+        return terms
 
     def evaluation_losses(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
-        fake = self._fake(len(x), y)
-        d_loss, g_loss = self._discriminator_loss(x, y, fake), self._generator_loss(y, fake)
-        return {"loss": d_loss + g_loss, "d_loss": d_loss, "g_loss": g_loss}
+        fake, labels = self._fake(len(x), y)
+        (d_loss, _), (g_loss, info) = self._discriminator_loss(x, y, fake, labels), self._generator_loss(fake, labels)
+        terms = {"loss": d_loss + g_loss, "d_loss": d_loss, "g_loss": g_loss}
+        if self.config.categories:
+            terms["code_nats"] = info
+        return terms
 
     @torch.no_grad()
     def sample(self, n: int, labels: torch.Tensor | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
         """``n`` images ``(n, C, H, W)`` in [0, 1]; a conditional model draws ``labels`` (default:
-        uniform). Reads the averaged generator when ``ema_decay > 0``."""
+        uniform), an InfoGAN uniform categorical codes. Reads the averaged generator when
+        ``ema_decay > 0``."""
         device = next(self.parameters()).device
         z = torch.randn(n, self.config.latent_dim, generator=generator).to(device)
-        if self.conditional_classes and labels is None:
+        if self.config.categories:
+            labels = torch.randint(0, self.config.categories, (n,), generator=generator)
+        elif self.conditional_classes and labels is None:
             labels = torch.randint(0, self.conditional_classes, (n,), generator=generator)
-        labels = labels.to(device) if labels is not None and self.conditional_classes else None
+        labels = labels.to(device) if labels is not None and self.code_values else None
         return (self.averaged_generator()(z, labels) + 1) / 2
 
 
@@ -266,6 +314,13 @@ def _create_dcgan(conditional: bool, **kwargs) -> DCGAN:
     if kwargs.get("loss", "bce") not in ("bce", "hinge"):
         raise ValueError(f"Received an invalid value for `loss`: expected 'bce' (non-saturating) or 'hinge'. "
                          f"Received: loss={kwargs['loss']!r}.")
+    if kwargs.get("categories", 0) < 0 or kwargs.get("info_weight", 1.0) < 0:
+        raise ValueError(f"Received an invalid value for `categories`/`info_weight`: expected categories >= 0 (0: no code) "
+                         f"and info_weight >= 0. Received: categories={kwargs.get('categories')}, "
+                         f"info_weight={kwargs.get('info_weight')}.")
+    if kwargs.get("categories", 0) and kwargs.get("pack", 1) > 1:
+        raise ValueError("Received `categories` with `pack` > 1: the code head judges one image at a time; "
+                         "set pack=1 or categories=0.")
     if kwargs.get("layers_per_level", 1) < 1:
         raise ValueError(f"Received an invalid value for `layers_per_level`: expected an integer >= 1 (1: Radford et al.'s "
                          f"DCGAN). Received: layers_per_level={kwargs['layers_per_level']}.")
@@ -283,15 +338,15 @@ _PAPER = ("Radford, Metz & Chintala, Unsupervised Representation Learning with D
 
 
 @register_model(family="gan", year=2016, input_kind="generative", paper=_PAPER,
-                tiny={"input_shape": (1, 8, 8), "latent_dim": 4, "width": 4, "ema_decay": 0.9, "pack": 2,
+                tiny={"input_shape": (1, 8, 8), "latent_dim": 4, "width": 4, "ema_decay": 0.9, "categories": 3,
                       "loss": "hinge", "spectral_norm": True, "layers_per_level": 2})
 def dcgan(input_shape: tuple[int, int, int] = (1, 28, 28), latent_dim: int = 64, width: int = 64, ema_decay: float = 0.0,
-          pack: int = 1, loss: str = "bce", spectral_norm: bool = False, layers_per_level: int = 1,
-          pixel_mean: tuple[float, ...] | None = None, pixel_std: tuple[float, ...] | None = None) -> DCGAN:
+          pack: int = 1, loss: str = "bce", spectral_norm: bool = False, layers_per_level: int = 1, categories: int = 0,
+          info_weight: float = 1.0, pixel_mean: tuple[float, ...] | None = None, pixel_std: tuple[float, ...] | None = None) -> DCGAN:
     """DCGAN generator and discriminator for small images."""
     return _create_dcgan(False, input_shape=input_shape, latent_dim=latent_dim, width=width, ema_decay=ema_decay,
                          pack=pack, loss=loss, spectral_norm=bool(spectral_norm), layers_per_level=layers_per_level,
-                         pixel_mean=pixel_mean, pixel_std=pixel_std)
+                         categories=categories, info_weight=info_weight, pixel_mean=pixel_mean, pixel_std=pixel_std)
 
 
 @register_model(family="gan", year=2018, input_kind="generative",
