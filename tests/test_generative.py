@@ -401,6 +401,24 @@ def test_sample_writes_a_grid_and_scores(runs, capsys):
     assert out.is_file()
 
 
+def test_scoring_refuses_missing_test_data_before_drawing(runs, tmp_path, monkeypatch, capsys):
+    """A diffusion model takes minutes to draw 1,000 samples: the data the Fréchet distance
+    needs is looked for first."""
+    import deepnet.generate._sample as sample_module
+
+    judge = tmp_path / "mnist-classifier"
+    judge.mkdir()
+    for name in ("config.yaml", "model.safetensors", "metrics.json"):
+        (judge / name).write_bytes((runs / "classifier" / name).read_bytes())
+    spec = json.loads((runs / "classifier" / "model.json").read_text())
+    (judge / "model.json").write_text(json.dumps({**spec, "dataset": "mnist"}))
+    monkeypatch.setenv("DEEPNET_DATA", str(tmp_path / "empty"))
+    monkeypatch.setattr(sample_module, "draw_samples", lambda *a, **k: pytest.fail("drew samples before finding the data"))
+    assert main(["sample", str(runs / "vae"), "--n", "16", "--score", "--classifier", str(judge)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "train-images-idx3-ubyte.gz" in err and "DEEPNET_DATA" in err
+
+
 def test_evaluate_reports_the_objective_terms(runs):
     from deepnet.evaluate import evaluate_run
 

@@ -75,14 +75,15 @@ def sample_run(directory: str | os.PathLike, n: int = 64, *, label: int | None =
     the run ``classifier`` beside ``RUN``) and write ``RUN/samples.json``. Returns
     ``{"grid": path, **scores}``."""
     run = _generative_run(load_run(directory, device=device))
-    judge = _classifier_run(run, classifier, device) if score else None  # refused before the slow part
+    judge = _classifier_run(run, classifier, device) if score else None  # refused before the slow part,
+    reference = _reference_images(judge) if judge is not None else None  # as is a missing data file
     images = draw_samples(run, n, label=label, seed=seed, method=method, steps=steps)
     grid = Path(out) if out is not None else run.directory / "samples.png"
     grid.parent.mkdir(parents=True, exist_ok=True)
     save_image_grid(images[:GRID_MAX].numpy(), grid, columns=min(16, max(8, int(len(images[:GRID_MAX]) ** 0.5))))
     result: dict[str, Any] = {"grid": str(grid)}
     if judge is not None:
-        scores = score_samples(images, judge, label=label)
+        scores = score_samples(images, judge, label=label, reference=reference)
         scores.update({"run": str(run.directory), "classifier": str(judge.directory), "seed": seed})
         if hasattr(run.model, "denoiser"):
             timesteps = run.model.config.timesteps
@@ -139,6 +140,12 @@ def _classify(judge: Run, pixels: torch.Tensor, batch_size: int = 500) -> tuple[
     return torch.cat(probabilities), torch.cat(captured).double()
 
 
+def _reference_images(judge: Run) -> torch.Tensor:
+    """The classifier's test images ``(N, C, H, W)`` in [0, 1]: the Fréchet distance's reference."""
+    data = load_dataset(judge.model_spec["dataset"], data_dir=judge.config.data.data_dir)
+    return torch.from_numpy(as_raw(data.test.x.numpy(), data.preprocessing)).clamp(0, 1)
+
+
 def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
     """The Fréchet distance between Gaussians fitted to the rows of ``a`` and of ``b``:
     ``|mu_a - mu_b|^2 + tr(S_a + S_b - 2 (S_a S_b)^(1/2))``."""
@@ -157,8 +164,7 @@ def score_samples(images: torch.Tensor, judge: Run, *, label: int | None = None,
     """Scores of images ``(N, C, H, W)`` in [0, 1] by the classifier run ``judge``; the Fréchet
     distance is to ``reference`` images in [0, 1] (default: the classifier's test split)."""
     if reference is None:
-        data = load_dataset(judge.model_spec["dataset"], data_dir=judge.config.data.data_dir)
-        reference = torch.from_numpy(as_raw(data.test.x.numpy(), data.preprocessing)).clamp(0, 1)
+        reference = _reference_images(judge)
     probabilities, features = _classify(judge, images)
     _, reference_features = _classify(judge, reference)
     confidence, predicted = probabilities.max(1)
