@@ -211,6 +211,28 @@ def test_samplers_with_the_optimal_denoiser_recover_gaussian_data(method, steps,
     assert float(x.std()) == pytest.approx(s, rel=tolerance)
 
 
+@pytest.mark.parametrize("schedule", ["linear", "cosine"])
+def test_noise_schedules_stay_valid_for_few_steps(schedule):
+    from deepnet.models.ddpm import noise_schedule
+
+    for timesteps in (2, 10, 20, 1000):
+        betas = noise_schedule(schedule, timesteps)
+        alpha_bar = torch.cumprod(1 - betas, 0)
+        assert (betas > 0).all() and (betas < 1).all() and (alpha_bar > 0).all() and (alpha_bar[1:] < alpha_bar[:-1]).all()
+
+
+def test_ddim_with_eta_1_over_every_step_is_ancestral_sampling():
+    """Song et al.'s sigma_t at eta = 1 is the posterior's standard deviation: over all T steps
+    the generalised DDIM step is the ancestral one, draw for draw."""
+    torch.manual_seed(0)
+    model = create_model("ddpm", input_shape=(1, 8, 8), width=8, timesteps=20, schedule="cosine").eval()
+    ancestral = model.sample(4, generator=torch.Generator().manual_seed(3), method="ddpm")
+    generalised = model.sample(4, generator=torch.Generator().manual_seed(3), method="ddim", steps=20, eta=1.0)
+    assert torch.allclose(generalised, ancestral, atol=1e-5)
+    with pytest.raises(ValueError, match="eta"):
+        model.sample(1, method="ddim", eta=1.5)
+
+
 def test_packed_discriminator_judges_consecutive_images_together():
     torch.manual_seed(0)
     model = create_model("dcgan", input_shape=(1, 8, 8), latent_dim=4, width=4, pack=2).eval()
@@ -384,6 +406,8 @@ def runs(tmp_path_factory):
                  "model.args.latent_dim=2"]) == 0
     assert main(["train", "--model", "autoencoder", "--out", str(root / "ae"), *common, "model.args.hidden=[16]",
                  "model.args.code_dim=3"]) == 0
+    assert main(["train", "--model", "ddpm", "--out", str(root / "ddpm"), *common, "model.args.width=8",
+                 "model.args.timesteps=10"]) == 0
     return root
 
 
@@ -396,6 +420,10 @@ def test_sample_writes_a_grid_and_scores(runs, capsys):
     assert sum(scores["class_histogram"].values()) == pytest.approx(1.0)
     assert scores["frechet_distance"] >= 0
     assert "Fréchet distance" in capsys.readouterr().out
+    assert main(["sample", str(runs / "ddpm"), "--n", "8", "--method", "ddim", "--steps", "5", "--eta", "1",
+                 "--score", "--classifier", str(runs / "classifier")]) == 0
+    scores = json.loads((runs / "ddpm" / "samples.json").read_text())
+    assert (scores["method"], scores["steps"], scores["eta"]) == ("ddim", 5, 1.0)
     out = runs / "vae-grid.png"
     assert main(["sample", str(runs / "vae"), "--n", "16", "--out", str(out), "--classifier", str(runs / "classifier")]) == 0
     assert out.is_file()
@@ -449,6 +477,8 @@ def test_encode_writes_the_codes(runs, tmp_path):
     ("score-shape", r"reads inputs of shape \(1, 28, 28\)"),
     ("no-classifier", "No classifier run at"),
     ("ddim-on-gan", "diffusion sampler"),
+    ("eta-without-ddim", "add --method ddim"),
+    ("eta-range", "expected 0 <= eta <= 1"),
 ])
 def test_bad_input_is_one_line_and_exit_2(runs, tmp_path, capsys, case, message):
     if case == "score-shape":  # a classifier made for 28x28 images cannot judge 8x8 samples
@@ -467,6 +497,8 @@ def test_bad_input_is_one_line_and_exit_2(runs, tmp_path, capsys, case, message)
         "score-shape": ["sample", str(runs / "vae"), "--score", "--classifier", str(tmp_path / "wide")],
         "no-classifier": ["sample", str(runs / "vae"), "--score", "--classifier", str(tmp_path / "none")],
         "ddim-on-gan": ["sample", str(runs / "cgan"), "--method", "ddim"],
+        "eta-without-ddim": ["sample", str(runs / "ddpm"), "--eta", "1"],
+        "eta-range": ["sample", str(runs / "ddpm"), "--method", "ddim", "--eta", "2"],
     }[case]
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()

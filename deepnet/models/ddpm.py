@@ -54,7 +54,9 @@ class DDPMConfig:
 def noise_schedule(name: str, timesteps: int) -> torch.Tensor:
     """``beta_t`` for t = 1..T, shape ``(T,)``, float64."""
     if name == "linear":
-        return torch.linspace(1e-4, 0.02, timesteps, dtype=torch.float64) * (1000 / timesteps)
+        # rescaled to keep the schedule's end point for T != 1000; below T = 50 the late betas
+        # would pass 1 (a negative abar, NaN at the first step), so they stop at 0.999 as cosine's do
+        return (torch.linspace(1e-4, 0.02, timesteps, dtype=torch.float64) * (1000 / timesteps)).clamp(max=0.999)
     s = 0.008
     steps = torch.arange(timesteps + 1, dtype=torch.float64) / timesteps
     alpha_bar = torch.cos((steps + s) / (1 + s) * math.pi / 2) ** 2
@@ -208,11 +210,16 @@ class DDPM(nn.Module):
 
     @torch.no_grad()
     def sample(self, n: int, labels: torch.Tensor | None = None, generator: torch.Generator | None = None,
-               method: str = "ddpm", steps: int | None = None) -> torch.Tensor:
+               method: str = "ddpm", steps: int | None = None, eta: float = 0.0) -> torch.Tensor:
         """``n`` images ``(n, C, H, W)`` in [0, 1]. ``method="ddpm"``: ancestral sampling over
-        all T steps; ``"ddim"``: deterministic DDIM over ``steps`` evenly spaced steps (default 50)."""
+        all T steps; ``"ddim"``: DDIM over ``steps`` evenly spaced steps (default 50), deterministic
+        with ``eta=0``; ``eta=1`` adds the noise of ancestral sampling over those steps (Song et
+        al.'s sigma_t = eta * sqrt((1 - abar_prev) / (1 - abar)) * sqrt(1 - abar / abar_prev))."""
         if method not in ("ddpm", "ddim"):
             raise ValueError(f"Unknown sampling method {method!r}; choose ddpm or ddim.")
+        if not 0 <= eta <= 1:
+            raise ValueError(f"Received an invalid value for `eta`: expected 0 <= eta <= 1 (0: deterministic DDIM). "
+                             f"Received: eta={eta}.")
         device = self.betas.device
         shape = (n, *self.config.input_shape)
         x = torch.randn(shape, generator=generator).to(device)
@@ -243,7 +250,10 @@ class DDPM(nn.Module):
                 abar_prev = self.alpha_bar[times[j + 1]] if j + 1 < count else torch.ones((), device=device)
                 x0 = ((x - (1 - abar).sqrt() * eps) / abar.sqrt()).clamp(-1, 1)
                 eps = (x - abar.sqrt() * x0) / (1 - abar).sqrt()  # consistent with the clipped x0
-                x = abar_prev.sqrt() * x0 + (1 - abar_prev).sqrt() * eps
+                sigma = eta * ((1 - abar_prev) / (1 - abar) * (1 - abar / abar_prev)).sqrt()
+                x = abar_prev.sqrt() * x0 + (1 - abar_prev - sigma ** 2).clamp(min=0).sqrt() * eps
+                if eta and j + 1 < count:
+                    x = x + sigma * torch.randn(shape, generator=generator).to(device)
         return ((x + 1) / 2).clamp(0, 1)
 
 
