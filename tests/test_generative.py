@@ -365,8 +365,11 @@ def test_ddpm_attention_lets_every_position_see_every_other():
     flat = x.detach().flatten(2)
     permuted = attention(flat[:, :, order].view(2, 16, 4, 4)).flatten(2)
     assert torch.allclose(permuted, attention(x.detach()).flatten(2)[:, :, order], atol=1e-5)
-    model = create_model("ddpm", width=16, attention=True, timesteps=10)
-    assert model(torch.randn(3, 1, 28, 28), torch.tensor([0, 4, 9])).shape == (3, 1, 28, 28)
+    for levels in (1, 2):
+        model = create_model("ddpm", width=16, attention=levels, timesteps=10)
+        assert model(torch.randn(3, 1, 28, 28), torch.tensor([0, 4, 9])).shape == (3, 1, 28, 28)
+    with pytest.raises(ValueError, match="attention"):
+        create_model("ddpm", attention=3)
 
 
 def test_frechet_distance_matches_the_closed_form():

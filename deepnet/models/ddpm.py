@@ -15,10 +15,11 @@ Sampling: ancestral, T steps from pure noise with the posterior variance; or DDI
 The U-Net: residual blocks (group norm, SiLU, 3x3 convolutions, the step's sinusoidal
 embedding added in between) at three resolutions with widths w, 2w and 4w (with ``patch=2``
 the first level sits at half the image size), stride-2 convolutions down, nearest upsampling
-and convolutions up, skip connections concatenated. With ``attention=True`` the lowest
+and convolutions up, skip connections concatenated. With ``attention >= 1`` the lowest
 resolution holds a residual block, multi-head self-attention over its positions and a second
-residual block, as the middle of Ho et al.'s U-Net: at 7x7 for MNIST that costs ~20% more
-compute and lets every position see the whole digit.
+residual block, as the middle of Ho et al.'s U-Net: at 7x7 for MNIST that costs ~7% more
+compute and lets every position see the whole digit; ``attention=2`` also attends after the
+up-path block of the level above (14x14), as Ho et al. do at 16x16.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ class DDPMConfig:
     schedule: str = "linear"  # linear | cosine
     ema_decay: float = 0.999  # sampling uses an exponential moving average of the weights; 0 = the weights
     min_snr_gamma: float = 0.0  # > 0: Min-SNR loss weighting, min(SNR, gamma) / SNR; 0 = the plain noise MSE
-    attention: bool = False  # the lowest level: residual block, self-attention, residual block
+    attention: int = 0  # levels that attend, from the lowest: 0 none, 1 the middle, 2 also the level above
     pixel_mean: tuple[float, ...] | None = None
     pixel_std: tuple[float, ...] | None = None
 
@@ -108,7 +109,7 @@ class MapAttention(nn.Module):
 class UNet(nn.Module):
     """Noisy images ``(B, C, H, W)`` and steps ``(B,)`` -> predicted noise ``(B, C, H, W)``."""
 
-    def __init__(self, channels: int, width: int, patch: int = 1, attention: bool = False) -> None:
+    def __init__(self, channels: int, width: int, patch: int = 1, attention: int = 0) -> None:
         super().__init__()
         w1, w2, w3 = width, 2 * width, 4 * width
         self.embed_dim = 4 * width
@@ -121,9 +122,10 @@ class UNet(nn.Module):
         self.down2 = ResBlock(w1, w2, self.embed_dim)  # H/2
         self.pool2 = nn.Conv2d(w2, w2, 3, stride=2, padding=1)
         self.middle = ResBlock(w2, w3, self.embed_dim)  # H/4: wide, since a map of H/4 x W/4 is cheap
-        self.attention = MapAttention(w3) if attention else None
-        self.middle2 = ResBlock(w3, w3, self.embed_dim) if attention else None
+        self.attention = MapAttention(w3) if attention >= 1 else None
+        self.middle2 = ResBlock(w3, w3, self.embed_dim) if attention >= 1 else None
         self.up2 = ResBlock(w3 + w2, w2, self.embed_dim)  # H/2, after concatenating down2's output
+        self.up2_attention = MapAttention(w2) if attention >= 2 else None
         self.up1 = ResBlock(w2 + w1, w1, self.embed_dim)  # H
         self.head = nn.Sequential(nn.GroupNorm(min(8, w1), w1), nn.SiLU(),
                                   nn.Conv2d(w1, channels, 3, padding=1) if patch == 1
@@ -139,6 +141,8 @@ class UNet(nn.Module):
             h = self.middle2(self.attention(h), e)
         h = F.interpolate(h, size=h2.shape[-2:], mode="nearest")
         h = self.up2(torch.cat([h, h2], dim=1), e)  # (B, w2, H/2p, W/2p)
+        if self.up2_attention is not None:
+            h = self.up2_attention(h)
         h = F.interpolate(h, size=h1.shape[-2:], mode="nearest")
         h = self.up1(torch.cat([h, h1], dim=1), e)  # (B, w1, H/p, W/p)
         return self.head(h)  # (B, C, H, W)
@@ -260,9 +264,9 @@ class DDPM(nn.Module):
 @register_model(family="diffusion", year=2020, input_kind="generative",
                 paper="Ho, Jain & Abbeel, Denoising Diffusion Probabilistic Models, NeurIPS 2020; "
                       "Song, Meng & Ermon, Denoising Diffusion Implicit Models, ICLR 2021",
-                tiny={"input_shape": (1, 8, 8), "width": 8, "timesteps": 20, "min_snr_gamma": 5.0, "attention": True})
+                tiny={"input_shape": (1, 8, 8), "width": 8, "timesteps": 20, "min_snr_gamma": 5.0, "attention": 2})
 def ddpm(input_shape: tuple[int, int, int] = (1, 28, 28), width: int = 32, patch: int = 1, timesteps: int = 1000,
-         schedule: str = "linear", ema_decay: float = 0.999, min_snr_gamma: float = 0.0, attention: bool = False,
+         schedule: str = "linear", ema_decay: float = 0.999, min_snr_gamma: float = 0.0, attention: int = 0,
          pixel_mean: tuple[float, ...] | None = None, pixel_std: tuple[float, ...] | None = None) -> DDPM:
     """DDPM with a small U-Net; ancestral and DDIM sampling."""
     input_shape = tuple(input_shape)
@@ -277,9 +281,12 @@ def ddpm(input_shape: tuple[int, int, int] = (1, 28, 28), width: int = 32, patch
                          f"Received: patch={patch}, input_shape={input_shape}.")
     if not 0 <= ema_decay < 1:
         raise ValueError(f"Received an invalid value for `ema_decay`: expected 0 <= ema_decay < 1. Received: ema_decay={ema_decay}.")
+    if attention not in (0, 1, 2):
+        raise ValueError(f"Received an invalid value for `attention`: expected 0 (none), 1 (the lowest level) or 2 (also "
+                         f"the level above). Received: attention={attention!r}.")
     if min_snr_gamma < 0:
         raise ValueError(f"Received an invalid value for `min_snr_gamma`: expected >= 0 (0: no weighting; Hang et al. "
                          f"use 5). Received: min_snr_gamma={min_snr_gamma}.")
     return DDPM(DDPMConfig(input_shape=input_shape, width=width, patch=patch, timesteps=timesteps, schedule=schedule, ema_decay=ema_decay,
-                           min_snr_gamma=min_snr_gamma, attention=bool(attention), pixel_mean=tuple(pixel_mean) if pixel_mean is not None else None,
+                           min_snr_gamma=min_snr_gamma, attention=int(attention), pixel_mean=tuple(pixel_mean) if pixel_mean is not None else None,
                            pixel_std=tuple(pixel_std) if pixel_std is not None else None))
