@@ -27,8 +27,9 @@ With ``categories=k`` (InfoGAN, Chen et al. 2016) the generator also reads a cat
 code, one of ``k`` values drawn uniformly and fed as a one-hot vector, and a head on the
 discriminator's features predicts that code from each fake; both networks add ``info_weight``
 times the head's cross-entropy, a lower bound on the mutual information between the code and
-the image. No labels are used: on MNIST the code comes to pick the digit, so a sample is drawn
-from one class's region of the code space instead of from between two classes.
+the image. No labels are used. Chen et al. found that on MNIST the code comes to pick the digit
+(5% error), so that a sample is drawn from one class's region instead of from between two;
+docs/generative.md says what it did here.
 The conditional variant feeds a label embedding to the generator beside the code and gives
 the discriminator a projection term, ``<embed(y), features>`` (Miyato & Koyama 2018).
 
