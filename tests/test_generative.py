@@ -153,6 +153,43 @@ def test_mmd_matches_its_definition_and_enters_only_the_training_loss():
         create_model("vae", mmd_weight=-1.0)
 
 
+def test_vamp_prior_is_the_mean_of_the_pseudo_inputs_posteriors():
+    torch.manual_seed(0)
+    model = create_model("conv_vae", input_shape=(1, 8, 8), latent_dim=3, hidden=(16,), widths=(4, 8), prior="vamp",
+                         prior_components=4, pixel_mean=(0.3,), pixel_std=(0.2,))
+    z = torch.randn(5, 3)
+    mean, log_variance = model.posterior(model.pseudo_inputs())
+    components = torch.distributions.Normal(mean, torch.exp(0.5 * log_variance))  # the reference: torch's densities
+    expected = torch.stack([components.log_prob(code).sum(1).exp().mean().log() for code in z])
+    torch.testing.assert_close(model.log_prior(z), expected)
+    assert torch.allclose(model.pseudo_inputs() * 0.2 + 0.3, torch.sigmoid(model.pseudo_input_logits))
+
+    standard = create_model("vae", input_shape=(1, 8, 8), latent_dim=3, hidden=(16,))
+    torch.testing.assert_close(standard.log_prior(z), torch.distributions.Normal(0.0, 1.0).log_prob(z).sum(1))
+
+    # K = 1 and the image is the pseudo-input: the prior is the posterior itself, so every draw's KL is 0
+    single = create_model("vae", input_shape=(1, 8, 8), latent_dim=3, hidden=(16,), prior="vamp", prior_components=1)
+    with torch.no_grad():
+        losses = single.training_losses(single.pseudo_inputs(), torch.zeros(1, dtype=torch.long))
+    assert float(losses["kl_nats"]) == pytest.approx(0.0, abs=1e-5)
+    assert float(losses["loss"]) == pytest.approx(float(losses["reconstruction_nats"]), abs=1e-5)
+
+    generator = torch.Generator().manual_seed(3)
+    samples = model.sample(6, generator=generator)
+    assert samples.shape == (6, 1, 8, 8) and 0 <= samples.min() and samples.max() <= 1
+    assert torch.equal(samples, model.sample(6, generator=torch.Generator().manual_seed(3)))
+
+
+def test_vamp_prior_arguments_are_checked():
+    with pytest.raises(ValueError, match=r"`prior`.*Received: prior='vampprior'"):
+        create_model("vae", prior="vampprior")
+    with pytest.raises(ValueError, match=r"`prior_components`.*Received: prior_components=0"):
+        create_model("conv_vae", prior="vamp", prior_components=0)
+    with pytest.raises(ValueError, match=r"mmd_weight=0\. Received: prior='vamp', mmd_weight=10"):
+        create_model("conv_vae", prior="vamp", mmd_weight=10.0)
+    assert not any("pseudo" in key for key in create_model("conv_vae").state_dict())  # old runs load unchanged
+
+
 def test_dbn_dropout_acts_only_on_the_fine_tuning_pass():
     torch.manual_seed(0)
     model = create_model("dbn", input_shape=(1, 8, 8), hidden=(16, 8), dropout=0.5, input_dropout=0.2)

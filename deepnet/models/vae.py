@@ -15,10 +15,20 @@ MMD^2(q(z), N(0, I))``, estimated on each batch's codes against as many prior dr
 inverse multiquadric kernels of Tolstikhin et al. (2018), which pulls the aggregate posterior
 onto the prior. The model, its prior and its sampler are unchanged; the reported (validation
 and test) loss stays the negative ELBO.
+
+``prior="vamp"`` learns the prior instead: the VampPrior (Tomczak & Welling 2018) ``p(z) =
+(1/K) sum_k q(z|u_k)``, the mean of the posteriors of ``K = prior_components`` pseudo-inputs
+``u_k``, image-shaped parameters (pixels ``sigmoid(logits)``, the logits drawn from N(0, 1))
+trained with the rest. The prior then follows the aggregate posterior rather than the other
+way round. Its KL term has no closed form: it is the one-draw estimate ``log q(z|x) - log
+p(z)`` at the code the reconstruction used, so the reported ELBO stays an unbiased estimate.
+Samples pick a pseudo-input uniformly and decode a draw from its posterior. MMD against
+N(0, I) would pull the codes away from a learned prior, so ``mmd_weight`` must stay 0 with it.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -40,6 +50,8 @@ class VAEConfig:
     kind: str = "mlp"  # mlp | conv
     widths: tuple[int, ...] = (32, 64)  # conv: channels of the two stride-2 stages
     mmd_weight: float = 0.0  # InfoVAE: weight of MMD^2(aggregate posterior, prior) in the training loss
+    prior: str = "standard"  # standard: N(0, I) | vamp: the mean of the posteriors of learned pseudo-inputs
+    prior_components: int = 500  # vamp: the number of pseudo-inputs K
     pixel_mean: tuple[float, ...] | None = None
     pixel_std: tuple[float, ...] | None = None
 
@@ -49,6 +61,11 @@ def _mlp(sizes: list[int]) -> nn.Sequential:
     for a, b in zip(sizes, sizes[1:]):
         layers += [nn.Linear(a, b), nn.ReLU(inplace=True)]
     return nn.Sequential(*layers)
+
+
+def gaussian_log_density(z: torch.Tensor, mean: torch.Tensor, log_variance: torch.Tensor) -> torch.Tensor:
+    """log N(z; mean, diag(exp(log_variance))), summed over the last dimension (broadcasting)."""
+    return -0.5 * (math.log(2 * math.pi) + log_variance + (z - mean).pow(2) / log_variance.exp()).sum(-1)
 
 
 def mmd_squared(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -104,6 +121,8 @@ class VAE(nn.Module):
                 nn.ConvTranspose2d(c1, channels, 4, stride=2, padding=1))  # (B, C, H, W) logits
         self.to_mean = nn.Linear(config.hidden[-1], config.latent_dim)
         self.to_log_variance = nn.Linear(config.hidden[-1], config.latent_dim)
+        if config.prior == "vamp":  # drawn last, so the networks start as they would with the standard prior
+            self.pseudo_input_logits = nn.Parameter(torch.randn(config.prior_components, *config.input_shape))
 
     def part_parameters(self, part: str) -> list[nn.Parameter]:
         return list(self.parameters())
@@ -118,6 +137,18 @@ class VAE(nn.Module):
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         return self.decoder(z)
 
+    def pseudo_inputs(self) -> torch.Tensor:
+        """The VampPrior's pseudo-inputs ``(K, C, H, W)``, normalised as the encoder's inputs are."""
+        return self.pixels.from_pixels(torch.sigmoid(self.pseudo_input_logits))
+
+    def log_prior(self, z: torch.Tensor) -> torch.Tensor:
+        """log p(z) ``(B,)`` of codes ``(B, latent_dim)``."""
+        if self.config.prior == "standard":
+            return gaussian_log_density(z, torch.zeros_like(z), torch.zeros_like(z))
+        mean, log_variance = self.posterior(self.pseudo_inputs())  # (K, latent_dim) each
+        log_densities = gaussian_log_density(z[:, None], mean[None], log_variance[None])  # (B, K)
+        return torch.logsumexp(log_densities, dim=1) - math.log(len(mean))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self.decode(self.encode(x)))
 
@@ -127,7 +158,10 @@ class VAE(nn.Module):
         z = mean + torch.exp(0.5 * log_variance) * torch.randn_like(mean)  # the reparameterisation
         logits = self.decode(z)
         reconstruction = F.binary_cross_entropy_with_logits(logits, target, reduction="none").flatten(1).sum(1)
-        kl = 0.5 * (mean.pow(2) + log_variance.exp() - 1 - log_variance).sum(1)
+        if self.config.prior == "standard":
+            kl = 0.5 * (mean.pow(2) + log_variance.exp() - 1 - log_variance).sum(1)
+        else:  # no closed form: one draw, the code decoded above
+            kl = gaussian_log_density(z, mean, log_variance) - self.log_prior(z)
         negative_elbo = (reconstruction + kl).mean()
         losses = {"loss": negative_elbo, "reconstruction_nats": reconstruction.mean(), "kl_nats": kl.mean(),
                   "elbo_nats": -negative_elbo, "reconstruction_mse": F.mse_loss(torch.sigmoid(logits), target)}
@@ -149,6 +183,10 @@ class VAE(nn.Module):
         """``n`` images ``(n, C, H, W)`` in [0, 1]: codes from the prior, decoded to Bernoulli means."""
         device = self.to_mean.weight.device
         z = torch.randn(n, self.config.latent_dim, generator=generator, device="cpu").to(device)
+        if self.config.prior == "vamp":  # a uniformly chosen pseudo-input's posterior
+            component = torch.randint(self.config.prior_components, (n,), generator=generator, device="cpu").to(device)
+            mean, log_variance = self.posterior(self.pseudo_inputs())  # (K, latent_dim) each
+            z = mean[component] + torch.exp(0.5 * log_variance[component]) * z
         return torch.sigmoid(self.decode(z))
 
     @torch.no_grad()
@@ -169,6 +207,15 @@ def _create_vae(name: str, **kwargs) -> VAE:
             kwargs[key] = tuple(kwargs[key])
     if kwargs["mmd_weight"] < 0:
         raise ValueError(f"Received an invalid value for `mmd_weight`: expected >= 0. Received: mmd_weight={kwargs['mmd_weight']}.")
+    if kwargs["prior"] not in ("standard", "vamp"):
+        raise ValueError(f"Received an invalid value for `prior`: expected 'standard' (N(0, I)) or 'vamp' (learned "
+                         f"pseudo-inputs). Received: prior={kwargs['prior']!r}.")
+    if kwargs["prior_components"] < 1:
+        raise ValueError("Received an invalid value for `prior_components`: expected >= 1 pseudo-inputs. "
+                         f"Received: prior_components={kwargs['prior_components']}.")
+    if kwargs["prior"] == "vamp" and kwargs["mmd_weight"] > 0:
+        raise ValueError("`mmd_weight` pulls the codes onto N(0, I), which a learned prior does not follow: use "
+                         f"prior='vamp' with mmd_weight=0. Received: prior='vamp', mmd_weight={kwargs['mmd_weight']}.")
     if kwargs["latent_dim"] < 1 or not kwargs["hidden"]:
         raise ValueError(f"Received an invalid value for `latent_dim`/`hidden`: expected latent_dim >= 1 and at least "
                          f"one hidden width. Received: latent_dim={kwargs['latent_dim']}, hidden={kwargs['hidden']!r}.")
@@ -185,18 +232,23 @@ _PAPER = "Kingma & Welling, Auto-Encoding Variational Bayes, ICLR 2014"
 @register_model(family="vae", year=2014, input_kind="generative", paper=_PAPER,
                 tiny={"input_shape": (1, 8, 8), "latent_dim": 2, "hidden": (16,)})
 def vae(input_shape: tuple[int, int, int] = (1, 28, 28), latent_dim: int = 16, hidden: tuple[int, ...] = (512, 256),
-        mmd_weight: float = 0.0, pixel_mean: tuple[float, ...] | None = None, pixel_std: tuple[float, ...] | None = None) -> VAE:
+        mmd_weight: float = 0.0, prior: str = "standard", prior_components: int = 500,
+        pixel_mean: tuple[float, ...] | None = None, pixel_std: tuple[float, ...] | None = None) -> VAE:
     """Variational autoencoder with a Gaussian latent and Bernoulli pixels (MLP)."""
     return _create_vae("vae", input_shape=input_shape, latent_dim=latent_dim, hidden=hidden, kind="mlp",
-                       widths=(32, 64), mmd_weight=mmd_weight, pixel_mean=pixel_mean, pixel_std=pixel_std)
+                       widths=(32, 64), mmd_weight=mmd_weight, prior=prior, prior_components=prior_components,
+                       pixel_mean=pixel_mean, pixel_std=pixel_std)
 
 
 @register_model(family="vae", year=2014, input_kind="generative", paper=_PAPER,
-                tiny={"input_shape": (1, 8, 8), "latent_dim": 2, "hidden": (16,), "widths": (4, 8)})
+                tiny={"input_shape": (1, 8, 8), "latent_dim": 2, "hidden": (16,), "widths": (4, 8), "prior": "vamp",
+                      "prior_components": 3})
 def conv_vae(input_shape: tuple[int, int, int] = (1, 28, 28), latent_dim: int = 16, widths: tuple[int, int] = (32, 64),
-             hidden: tuple[int, ...] = (256,), mmd_weight: float = 0.0, pixel_mean: tuple[float, ...] | None = None,
+             hidden: tuple[int, ...] = (256,), mmd_weight: float = 0.0, prior: str = "standard",
+             prior_components: int = 500, pixel_mean: tuple[float, ...] | None = None,
              pixel_std: tuple[float, ...] | None = None) -> VAE:
     """Variational autoencoder with a Gaussian latent and Bernoulli pixels: two stride-2
     convolutions and dense layers down, the mirror image up."""
     return _create_vae("conv_vae", input_shape=input_shape, latent_dim=latent_dim, hidden=hidden, kind="conv",
-                       widths=widths, mmd_weight=mmd_weight, pixel_mean=pixel_mean, pixel_std=pixel_std)
+                       widths=widths, mmd_weight=mmd_weight, prior=prior, prior_components=prior_components,
+                       pixel_mean=pixel_mean, pixel_std=pixel_std)
