@@ -19,7 +19,9 @@ from deepnet.models.dbn import RBM
 from deepnet.train import Callback
 
 GENERATIVE = [n for n in list_models() if model_info(n).input_kind == "generative"]
-FAMILIES = [*GENERATIVE, "dbn"]
+# Options whose state the registry's tiny configs do not cover: "name/variant" -> (family, changed arguments)
+VARIANTS = {"dcgan/clusters": ("dcgan", {"categories": 0, "clusters": 4})}
+FAMILIES = [*GENERATIVE, "dbn", *VARIANTS]
 OPTIONS = dict(epochs=3, batch_size=32, max_steps_per_epoch=4, seed=1, deterministic=True, threads=1, quiet=True,
                checkpoint_steps=3, lr=1e-3, optimizer="adam", warmup_epochs=0.5)
 
@@ -31,7 +33,8 @@ def digits():
 
 def _tiny(name: str, data=None) -> torch.nn.Module:
     torch.manual_seed(0)
-    args = dict(model_info(name).tiny)
+    name, changes = VARIANTS.get(name, (name, {}))
+    args = {**model_info(name).tiny, **changes}
     if data is not None:
         args.update({k: v for k, v in data.model_arguments().items() if k in model_info(name).accepted_arguments()})
         args.pop("num_classes", None) if name != "dbn" else None
@@ -380,6 +383,37 @@ def test_infogan_code_steers_the_generator_and_its_cross_entropy_enters_both_los
         create_model("dcgan", categories=10, pack=2)
     with pytest.raises(ValueError, match="categories"):
         create_model("dcgan", categories=-1)
+
+
+def test_self_conditioned_gan_clusters_real_images_and_draws_fakes_for_their_clusters():
+    torch.manual_seed(0)
+    model = create_model("dcgan", input_shape=(1, 8, 8), latent_dim=4, width=4, clusters=3)
+    assert model.conditional_classes == 0  # no classes to ask for: the clusters are the model's own
+    patterns = torch.stack([torch.full((1, 8, 8), v) for v in (0.0, 0.5, 1.0)])  # three images in [0, 1]
+    x, y = torch.cat([patterns, patterns + 0.02, patterns - 0.02]), torch.zeros(9, dtype=torch.int64)
+    model.training_losses(x, y, "discriminator")  # the first three images seed the centroids
+    fake, clusters = model._fakes
+    assert clusters.tolist() == [0, 1, 2] * 3  # the fakes are drawn for the real batch's clusters
+    assert model.cluster_counts.tolist() == [3, 3, 3]
+    real = model._real(x).flatten(1)
+    for k in range(3):  # each centroid is the mean of the images assigned to it
+        assert torch.allclose(model.cluster_centers[k], real[k::3].mean(0), atol=1e-6)
+    model.training_losses(x, y, "generator")
+    model.training_losses(x[:3] + 0.04, y[:3], "discriminator")  # a running mean over batches
+    assert model.cluster_counts.tolist() == [4, 4, 4]
+    both = torch.cat([real, model._real(x[:3] + 0.04).flatten(1)])
+    assert torch.allclose(model.cluster_centers[1], both[1::3].mean(0), atol=1e-6)
+    before = model.cluster_centers.clone()
+    model.evaluation_losses(x, y)  # evaluation assigns without moving the centroids
+    assert torch.equal(model.cluster_centers, before)
+    # the discriminator reads the cluster: the same image scores differently under another one
+    assert not torch.equal(model._judge(fake[:1], torch.tensor([0])), model._judge(fake[:1], torch.tensor([1])))
+    model.cluster_counts.copy_(torch.tensor([0, 7, 0]))  # samples draw clusters in proportion to their images
+    assert model._draw_codes(20, torch.Generator().manual_seed(0)).tolist() == [1] * 20
+    assert model.sample(4, generator=torch.Generator().manual_seed(0)).shape == (4, 1, 8, 8)
+    for bad in ({"clusters": -1}, {"clusters": 3, "categories": 3}, {"clusters": 3, "pack": 2}):
+        with pytest.raises(ValueError, match="clusters"):
+            create_model("dcgan", **bad)
 
 
 def test_ddpm_with_a_stride_2_stem_predicts_noise_of_the_image_shape():

@@ -30,6 +30,15 @@ times the head's cross-entropy, a lower bound on the mutual information between 
 the image. No labels are used. Chen et al. found that on MNIST the code comes to pick the digit
 (5% error), so that a sample is drawn from one class's region instead of from between two;
 docs/generative.md says what it did here.
+With ``clusters=k`` the unconditional GAN conditions itself on clusters of the data that it finds
+without labels (self-conditioning, Liu et al. 2020, who cluster the discriminator's features;
+here the pixels, which suffices for digits): each real image is assigned to the nearest of ``k``
+centroids, kept by mini-batch k-means (Sculley 2010: each centroid moves to the running mean of
+the images assigned to it, seeded with the first ``k`` images seen); the networks are the
+conditional variant's, given the cluster in place of a class, and the fakes are drawn for the
+clusters of the real batch. Samples draw a cluster in proportion to the images it has taken. A
+generator that only has to draw within one cluster of similar images makes fewer shapes that
+fall between two digits. No labels are used.
 The conditional variant feeds a label embedding to the generator beside the code and gives
 the discriminator a projection term, ``<embed(y), features>`` (Miyato & Koyama 2018).
 
@@ -40,6 +49,7 @@ The generator step reuses the batch of fakes drawn in the discriminator step.
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass
 
 import torch
@@ -71,6 +81,7 @@ class DCGANConfig:
     layers_per_level: int = 1  # 2: a 3x3 stride-1 convolution at each resolution of both networks
     categories: int = 0  # > 0: InfoGAN's categorical code with this many values; 0: none
     info_weight: float = 1.0  # InfoGAN's lambda: the weight of the code's cross-entropy
+    clusters: int = 0  # > 0: condition on this many k-means clusters of the data (self-conditioning); 0: none
     pixel_mean: tuple[float, ...] | None = None
     pixel_std: tuple[float, ...] | None = None
 
@@ -92,9 +103,10 @@ class Generator(nn.Module):
         channels, height, width = config.input_shape
         w = config.width
         self.start = (2 * w, height // 4, width // 4)
-        self.embed = nn.Embedding(config.num_classes, config.latent_dim) if config.conditional else None
+        conditions = _conditions(config)
+        self.embed = nn.Embedding(conditions, config.latent_dim) if conditions else None
         self.categories = config.categories
-        inputs = config.latent_dim * (2 if config.conditional else 1) + config.categories
+        inputs = config.latent_dim * (2 if conditions else 1) + config.categories
         self.project = nn.Sequential(nn.Linear(inputs, 2 * w * (height // 4) * (width // 4), bias=False),
                                      nn.BatchNorm1d(2 * w * (height // 4) * (width // 4)), nn.ReLU(inplace=True))
         extra = config.layers_per_level - 1
@@ -133,7 +145,8 @@ class Discriminator(nn.Module):
             nn.Conv2d(w, 2 * w, 4, stride=2, padding=1, bias=config.spectral_norm), norm(2 * w),
             nn.LeakyReLU(0.2, inplace=True), nn.Flatten())  # (B, 2w * H/4 * W/4)
         self.head = nn.Linear(features, 1)
-        self.embed = nn.Embedding(config.num_classes, features) if config.conditional else None
+        conditions = _conditions(config)
+        self.embed = nn.Embedding(conditions, features) if conditions else None
         self.code_head = nn.Linear(features, config.categories) if config.categories else None
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None,
@@ -158,7 +171,7 @@ class DCGAN(nn.Module):
         super().__init__()
         self.config = config
         self.conditional_classes = config.num_classes if config.conditional else 0
-        self.code_values = self.conditional_classes or config.categories  # what the generator's labels range over
+        self.code_values = self.conditional_classes or config.categories or config.clusters  # what the generator's labels range over
         self.pixels = PixelScale(config.input_shape[0], config.pixel_mean, config.pixel_std)
         self.generator = Generator(config)
         self.discriminator = Discriminator(config)
@@ -174,6 +187,9 @@ class DCGAN(nn.Module):
             for module in list(self.discriminator.modules()):
                 if isinstance(module, (nn.Conv2d, nn.Linear, nn.Embedding)):
                     nn.utils.parametrizations.spectral_norm(module)
+        if config.clusters:  # the k-means state: saved and resumed with the weights
+            self.register_buffer("cluster_centers", torch.zeros(config.clusters, math.prod(config.input_shape)))
+            self.register_buffer("cluster_counts", torch.zeros(config.clusters, dtype=torch.int64))
         self._fakes: tuple[torch.Tensor, torch.Tensor | None] | None = None  # from the discriminator step: fakes, their labels
         # The average is kept as buffers (saved with the weights, not trained); it is updated at
         # the start of each generator step, so it trails the generator by one update.
@@ -194,7 +210,7 @@ class DCGAN(nn.Module):
         device = next(averaged.parameters()).device
         codes = torch.Generator().manual_seed(STANDING_SEED)
         z = torch.randn(STANDING_CODES, self.config.latent_dim, generator=codes).to(device)
-        labels = torch.randint(0, max(self.code_values, 1), (STANDING_CODES,), generator=codes).to(device)
+        labels = self._draw_codes(STANDING_CODES, codes).to(device)
         with torch.no_grad():
             for name, p in averaged.named_parameters():
                 p.copy_(getattr(self, _ema_buffer(name)))
@@ -217,9 +233,9 @@ class DCGAN(nn.Module):
 
     def _fake(self, n: int, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Fakes ``(n, C, H, W)`` in [-1, 1] and what the generator read beside the noise: the
-        real batch's labels (conditional), fresh uniform codes (InfoGAN), or None."""
+        real batch's labels (conditional) or clusters, fresh uniform codes (InfoGAN), or None."""
         z = torch.randn(n, self.config.latent_dim, device=labels.device)
-        if self.conditional_classes:
+        if self.conditional_classes or self.config.clusters:
             used = labels
         elif self.config.categories:
             used = torch.randint(0, self.config.categories, (n,), device=labels.device)
@@ -227,11 +243,52 @@ class DCGAN(nn.Module):
             used = None
         return self.generator(z, used), used
 
+    def _draw_codes(self, n: int, generator: torch.Generator | None) -> torch.Tensor:
+        """What an unprompted sample reads beside its noise: a cluster in proportion to the images
+        it has taken (uniform before training), else a uniform class or categorical code."""
+        if self.config.clusters:
+            weights = self.cluster_counts.double().cpu()
+            weights = weights if weights.sum() > 0 else torch.ones(self.config.clusters, dtype=torch.float64)
+            return torch.multinomial(weights, n, replacement=True, generator=generator)
+        return torch.randint(0, max(self.code_values, 1), (n,), generator=generator)
+
+    def _cluster(self, real: torch.Tensor, update: bool) -> torch.Tensor:
+        """The nearest centroid of each real image ``(B, C, H, W)`` in [-1, 1] -> ``(B,)``; with
+        ``update``, a mini-batch k-means step first seeds empty centroids with images of the
+        batch, then moves each centroid to the running mean of all the images assigned to it."""
+        flat = real.detach().flatten(1).float()
+        centers, counts = self.cluster_centers, self.cluster_counts
+        labels = torch.empty(len(flat), dtype=torch.int64, device=flat.device)
+        seeded = 0
+        if update:
+            empty = (counts == 0).nonzero().flatten()[:len(flat)]
+            seeded = len(empty)
+            centers[empty] = flat[:seeded]
+            counts[empty] = 1
+            labels[:seeded] = empty
+        rest = flat[seeded:]
+        if len(rest):
+            distances = torch.cdist(rest, centers)
+            if bool((counts > 0).any()):
+                distances[:, counts == 0] = float("inf")
+            nearest = distances.argmin(1)
+            labels[seeded:] = nearest
+            if update:
+                taken = torch.bincount(nearest, minlength=len(counts))
+                sums = torch.zeros_like(centers).index_add_(0, nearest, rest)
+                counts += taken
+                centers += (sums - taken.unsqueeze(1) * centers) / counts.clamp(min=1).unsqueeze(1)
+        return labels
+
+    def _conditions(self, x: torch.Tensor, y: torch.Tensor, update: bool) -> torch.Tensor:
+        """What the discriminator reads beside a real batch: its labels, or with ``clusters`` its clusters."""
+        return self._cluster(self._real(x), update) if self.config.clusters else y
+
     def _real(self, x: torch.Tensor) -> torch.Tensor:
         return self.pixels.to_pixels(x) * 2 - 1
 
     def _judge(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return self.discriminator(images, labels if self.conditional_classes else None)
+        return self.discriminator(images, labels if self.conditional_classes or self.config.clusters else None)
 
     def _judge_fake(self, fake: torch.Tensor, labels: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """The logits of fakes, and the cross-entropy of their categorical codes (0 without)."""
@@ -258,16 +315,18 @@ class DCGAN(nn.Module):
 
     def training_losses(self, x: torch.Tensor, y: torch.Tensor, part: str) -> dict[str, torch.Tensor]:
         """The fakes of a conditional model are labelled like the real batch, so the class mix
-        follows the data. The code's cross-entropy is logged once, from the generator step."""
+        follows the data (with ``clusters``, like the real batch's clusters). The code's
+        cross-entropy is logged once, from the generator step."""
         weight = self.config.info_weight
         if part == "discriminator":
+            y = self._conditions(x, y, update=True)
             fake, labels = self._fake(len(x), y)
             self._fakes = (fake, labels)
             loss, info = self._discriminator_loss(x, y, fake, labels)
             return {"loss": loss + weight * info, "d_loss": loss}
         if self.config.ema_decay:
             self._update_average()
-        fake, labels = self._fakes if self._fakes is not None else self._fake(len(x), y)
+        fake, labels = self._fakes if self._fakes is not None else self._fake(len(x), self._conditions(x, y, update=False))
         self._fakes = None
         loss, info = self._generator_loss(fake, labels)
         terms = {"loss": loss + weight * info, "g_loss": loss}
@@ -276,6 +335,7 @@ class DCGAN(nn.Module):
         return terms
 
     def evaluation_losses(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        y = self._conditions(x, y, update=False)
         fake, labels = self._fake(len(x), y)
         (d_loss, _), (g_loss, info) = self._discriminator_loss(x, y, fake, labels), self._generator_loss(fake, labels)
         terms = {"loss": d_loss + g_loss, "d_loss": d_loss, "g_loss": g_loss}
@@ -286,16 +346,22 @@ class DCGAN(nn.Module):
     @torch.no_grad()
     def sample(self, n: int, labels: torch.Tensor | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
         """``n`` images ``(n, C, H, W)`` in [0, 1]; a conditional model draws ``labels`` (default:
-        uniform), an InfoGAN uniform categorical codes. Reads the averaged generator when
+        uniform), an InfoGAN uniform categorical codes, a self-conditioned one clusters in
+        proportion to their images. Reads the averaged generator when
         ``ema_decay > 0``."""
         device = next(self.parameters()).device
         z = torch.randn(n, self.config.latent_dim, generator=generator).to(device)
-        if self.config.categories:
-            labels = torch.randint(0, self.config.categories, (n,), generator=generator)
+        if self.config.categories or self.config.clusters:
+            labels = self._draw_codes(n, generator)
         elif self.conditional_classes and labels is None:
             labels = torch.randint(0, self.conditional_classes, (n,), generator=generator)
         labels = labels.to(device) if labels is not None and self.code_values else None
         return (self.averaged_generator()(z, labels) + 1) / 2
+
+
+def _conditions(config: DCGANConfig) -> int:
+    """The values of what both networks read beside the image or code: classes, clusters, or 0."""
+    return config.num_classes if config.conditional else config.clusters
 
 
 def _ema_buffer(name: str) -> str:
@@ -322,6 +388,10 @@ def _create_dcgan(conditional: bool, **kwargs) -> DCGAN:
     if kwargs.get("categories", 0) and kwargs.get("pack", 1) > 1:
         raise ValueError("Received `categories` with `pack` > 1: the code head judges one image at a time; "
                          "set pack=1 or categories=0.")
+    if kwargs.get("clusters", 0) < 0 or (kwargs.get("clusters", 0) and (kwargs.get("categories", 0) or kwargs.get("pack", 1) > 1)):
+        raise ValueError(f"Received an invalid value for `clusters`: expected an integer >= 0 (0: none), without "
+                         f"`categories` or `pack` > 1 (the discriminator reads each image's cluster). Received: "
+                         f"clusters={kwargs.get('clusters')}, categories={kwargs.get('categories', 0)}, pack={kwargs.get('pack', 1)}.")
     if kwargs.get("layers_per_level", 1) < 1:
         raise ValueError(f"Received an invalid value for `layers_per_level`: expected an integer >= 1 (1: Radford et al.'s "
                          f"DCGAN). Received: layers_per_level={kwargs['layers_per_level']}.")
@@ -343,11 +413,12 @@ _PAPER = ("Radford, Metz & Chintala, Unsupervised Representation Learning with D
                       "loss": "hinge", "spectral_norm": True, "layers_per_level": 2})
 def dcgan(input_shape: tuple[int, int, int] = (1, 28, 28), latent_dim: int = 64, width: int = 64, ema_decay: float = 0.0,
           pack: int = 1, loss: str = "bce", spectral_norm: bool = False, layers_per_level: int = 1, categories: int = 0,
-          info_weight: float = 1.0, pixel_mean: tuple[float, ...] | None = None, pixel_std: tuple[float, ...] | None = None) -> DCGAN:
+          info_weight: float = 1.0, clusters: int = 0, pixel_mean: tuple[float, ...] | None = None, pixel_std: tuple[float, ...] | None = None) -> DCGAN:
     """DCGAN generator and discriminator for small images."""
     return _create_dcgan(False, input_shape=input_shape, latent_dim=latent_dim, width=width, ema_decay=ema_decay,
                          pack=pack, loss=loss, spectral_norm=bool(spectral_norm), layers_per_level=layers_per_level,
-                         categories=categories, info_weight=info_weight, pixel_mean=pixel_mean, pixel_std=pixel_std)
+                         categories=categories, info_weight=info_weight, clusters=clusters, pixel_mean=pixel_mean,
+                         pixel_std=pixel_std)
 
 
 @register_model(family="gan", year=2018, input_kind="generative",
