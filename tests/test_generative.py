@@ -394,21 +394,21 @@ def test_self_conditioned_gan_clusters_real_images_and_draws_fakes_for_their_clu
     model.training_losses(x, y, "discriminator")  # the first three images seed the centroids
     fake, clusters = model._fakes
     assert clusters.tolist() == [0, 1, 2] * 3  # the fakes are drawn for the real batch's clusters
-    assert model.cluster_counts.tolist() == [3, 3, 3]
+    assert model.clusters.counts.tolist() == [3, 3, 3]
     real = model._real(x).flatten(1)
     for k in range(3):  # each centroid is the mean of the images assigned to it
-        assert torch.allclose(model.cluster_centers[k], real[k::3].mean(0), atol=1e-6)
+        assert torch.allclose(model.clusters.centers[k], real[k::3].mean(0), atol=1e-6)
     model.training_losses(x, y, "generator")
     model.training_losses(x[:3] + 0.04, y[:3], "discriminator")  # a running mean over batches
-    assert model.cluster_counts.tolist() == [4, 4, 4]
+    assert model.clusters.counts.tolist() == [4, 4, 4]
     both = torch.cat([real, model._real(x[:3] + 0.04).flatten(1)])
-    assert torch.allclose(model.cluster_centers[1], both[1::3].mean(0), atol=1e-6)
-    before = model.cluster_centers.clone()
+    assert torch.allclose(model.clusters.centers[1], both[1::3].mean(0), atol=1e-6)
+    before = model.clusters.centers.clone()
     model.evaluation_losses(x, y)  # evaluation assigns without moving the centroids
-    assert torch.equal(model.cluster_centers, before)
+    assert torch.equal(model.clusters.centers, before)
     # the discriminator reads the cluster: the same image scores differently under another one
     assert not torch.equal(model._judge(fake[:1], torch.tensor([0])), model._judge(fake[:1], torch.tensor([1])))
-    model.cluster_counts.copy_(torch.tensor([0, 7, 0]))  # samples draw clusters in proportion to their images
+    model.clusters.counts.copy_(torch.tensor([0, 7, 0]))  # samples draw clusters in proportion to their images
     assert model._draw_codes(20, torch.Generator().manual_seed(0)).tolist() == [1] * 20
     assert model.sample(4, generator=torch.Generator().manual_seed(0)).shape == (4, 1, 8, 8)
     for bad in ({"clusters": -1}, {"clusters": 3, "categories": 3}, {"clusters": 3, "pack": 2}):

@@ -33,8 +33,7 @@ docs/generative.md says what it did here.
 With ``clusters=k`` the unconditional GAN conditions itself on clusters of the data that it finds
 without labels (self-conditioning, Liu et al. 2020, who cluster the discriminator's features;
 here the pixels, which suffices for digits): each real image is assigned to the nearest of ``k``
-centroids, kept by mini-batch k-means (Sculley 2010: each centroid moves to the running mean of
-the images assigned to it, seeded with the first ``k`` images seen); the networks are the
+centroids, kept by mini-batch k-means (``_clusters.OnlineKMeans``); the networks are the
 conditional variant's, given the cluster in place of a class, and the fakes are drawn for the
 clusters of the real batch. Samples draw a cluster in proportion to the images it has taken. A
 generator that only has to draw within one cluster of similar images makes fewer shapes that
@@ -56,6 +55,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from deepnet.models._clusters import OnlineKMeans
 from deepnet.models._layers import check_image_shape
 from deepnet.models._pixels import PixelScale
 from deepnet.models._registry import register_model
@@ -187,9 +187,7 @@ class DCGAN(nn.Module):
             for module in list(self.discriminator.modules()):
                 if isinstance(module, (nn.Conv2d, nn.Linear, nn.Embedding)):
                     nn.utils.parametrizations.spectral_norm(module)
-        if config.clusters:  # the k-means state: saved and resumed with the weights
-            self.register_buffer("cluster_centers", torch.zeros(config.clusters, math.prod(config.input_shape)))
-            self.register_buffer("cluster_counts", torch.zeros(config.clusters, dtype=torch.int64))
+        self.clusters = OnlineKMeans(config.clusters, math.prod(config.input_shape)) if config.clusters else None
         self._fakes: tuple[torch.Tensor, torch.Tensor | None] | None = None  # from the discriminator step: fakes, their labels
         # The average is kept as buffers (saved with the weights, not trained); it is updated at
         # the start of each generator step, so it trails the generator by one update.
@@ -246,43 +244,13 @@ class DCGAN(nn.Module):
     def _draw_codes(self, n: int, generator: torch.Generator | None) -> torch.Tensor:
         """What an unprompted sample reads beside its noise: a cluster in proportion to the images
         it has taken (uniform before training), else a uniform class or categorical code."""
-        if self.config.clusters:
-            weights = self.cluster_counts.double().cpu()
-            weights = weights if weights.sum() > 0 else torch.ones(self.config.clusters, dtype=torch.float64)
-            return torch.multinomial(weights, n, replacement=True, generator=generator)
+        if self.clusters is not None:
+            return self.clusters.draw(n, generator)
         return torch.randint(0, max(self.code_values, 1), (n,), generator=generator)
-
-    def _cluster(self, real: torch.Tensor, update: bool) -> torch.Tensor:
-        """The nearest centroid of each real image ``(B, C, H, W)`` in [-1, 1] -> ``(B,)``; with
-        ``update``, a mini-batch k-means step first seeds empty centroids with images of the
-        batch, then moves each centroid to the running mean of all the images assigned to it."""
-        flat = real.detach().flatten(1).float()
-        centers, counts = self.cluster_centers, self.cluster_counts
-        labels = torch.empty(len(flat), dtype=torch.int64, device=flat.device)
-        seeded = 0
-        if update:
-            empty = (counts == 0).nonzero().flatten()[:len(flat)]
-            seeded = len(empty)
-            centers[empty] = flat[:seeded]
-            counts[empty] = 1
-            labels[:seeded] = empty
-        rest = flat[seeded:]
-        if len(rest):
-            distances = torch.cdist(rest, centers)
-            if bool((counts > 0).any()):
-                distances[:, counts == 0] = float("inf")
-            nearest = distances.argmin(1)
-            labels[seeded:] = nearest
-            if update:
-                taken = torch.bincount(nearest, minlength=len(counts))
-                sums = torch.zeros_like(centers).index_add_(0, nearest, rest)
-                counts += taken
-                centers += (sums - taken.unsqueeze(1) * centers) / counts.clamp(min=1).unsqueeze(1)
-        return labels
 
     def _conditions(self, x: torch.Tensor, y: torch.Tensor, update: bool) -> torch.Tensor:
         """What the discriminator reads beside a real batch: its labels, or with ``clusters`` its clusters."""
-        return self._cluster(self._real(x), update) if self.config.clusters else y
+        return self.clusters.assign(self._real(x), update) if self.clusters is not None else y
 
     def _real(self, x: torch.Tensor) -> torch.Tensor:
         return self.pixels.to_pixels(x) * 2 - 1
