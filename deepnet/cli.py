@@ -289,7 +289,7 @@ def _sample_images(args: argparse.Namespace) -> int:
     from deepnet.generate import sample_run
 
     result = sample_run(args.run, args.n, label=args.label, seed=args.seed, method=args.method, steps=args.steps,
-                        eta=args.eta, out=args.out, score=args.score, classifier=args.classifier, device=args.device or "cpu")
+                        eta=args.eta, guidance=args.guidance, out=args.out, score=args.score, classifier=args.classifier, device=args.device or "cpu")
     print(f"wrote {result['grid']}")
     if args.score:
         histogram = " ".join(f"{name}:{100 * share:.1f}%" for name, share in result["class_histogram"].items())
@@ -558,6 +558,8 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--method", choices=("ddpm", "ddim"), help="diffusion sampler (default ddpm: ancestral, every step)")
     sample.add_argument("--steps", type=int, help="DDIM steps (default 50)")
     sample.add_argument("--eta", type=float, help="DDIM noise: 0 deterministic (default), 1 ancestral over the steps")
+    sample.add_argument("--guidance", type=float, metavar="W",
+                        help="diffusion trained with clusters: the guidance weight (default: the run's model.args.guidance)")
     sample.add_argument("--out", help="the grid PNG (default RUN/samples.png)")
     sample.add_argument("--score", action="store_true",
                         help="classify the samples: confident share, class histogram, Fréchet distance -> RUN/samples.json")

@@ -20,7 +20,8 @@ from deepnet.train import Callback
 
 GENERATIVE = [n for n in list_models() if model_info(n).input_kind == "generative"]
 # Options whose state the registry's tiny configs do not cover: "name/variant" -> (family, changed arguments)
-VARIANTS = {"dcgan/clusters": ("dcgan", {"categories": 0, "clusters": 4})}
+VARIANTS = {"dcgan/clusters": ("dcgan", {"categories": 0, "clusters": 4}),
+            "ddpm/clusters": ("ddpm", {"clusters": 3, "guidance": 1.0})}
 FAMILIES = [*GENERATIVE, "dbn", *VARIANTS]
 OPTIONS = dict(epochs=3, batch_size=32, max_steps_per_epoch=4, seed=1, deterministic=True, threads=1, quiet=True,
                checkpoint_steps=3, lr=1e-3, optimizer="adam", warmup_epochs=0.5)
@@ -416,6 +417,33 @@ def test_self_conditioned_gan_clusters_real_images_and_draws_fakes_for_their_clu
             create_model("dcgan", **bad)
 
 
+def test_self_guided_ddpm_hides_a_tenth_of_the_clusters_and_guides_sampling():
+    torch.manual_seed(0)
+    model = create_model("ddpm", input_shape=(1, 8, 8), width=8, timesteps=10, clusters=3, guidance=2.0)
+    seen = []
+    model.unet.register_forward_hook(lambda module, args, out: seen.append(args[2].clone()))
+    x = torch.rand(2000, 1, 8, 8)
+    model.training_losses(x, torch.zeros(2000, dtype=torch.int64))
+    hidden = (seen[-1] == 3).float().mean().item()  # the null cluster, index `clusters`
+    assert hidden == pytest.approx(0.1, abs=0.02)
+    assert int(model.clusters.counts.sum()) == 2000  # every training image moved the centroids
+    before = model.clusters.centers.clone()
+    model.evaluation_losses(x[:50], torch.zeros(50, dtype=torch.int64))
+    assert torch.equal(model.clusters.centers, before)
+    model.eval()
+    xt, t, c = torch.randn(4, 1, 8, 8), torch.tensor([9, 5, 2, 0]), torch.tensor([0, 1, 2, 1])
+    conditional, unconditional = model.denoiser(xt, t, c), model.denoiser(xt, t, torch.full_like(c, 3))
+    assert not torch.allclose(conditional, unconditional)  # the cluster reaches the noise prediction
+    torch.testing.assert_close(model.guided_noise(xt, t, c, 2.0), conditional + 2.0 * (conditional - unconditional))
+    assert torch.equal(model.guided_noise(xt, t, c, 0.0), conditional)
+    a = model.sample(3, generator=torch.Generator().manual_seed(0))  # the config's guidance, 2
+    assert torch.equal(a, model.sample(3, generator=torch.Generator().manual_seed(0), guidance=2.0))
+    assert not torch.equal(a, model.sample(3, generator=torch.Generator().manual_seed(0), guidance=0.0))
+    for bad in ({"clusters": -1}, {"guidance": 1.0}, {"clusters": 3, "guidance": -1.0}):
+        with pytest.raises(ValueError, match="clusters"):
+            create_model("ddpm", **bad)
+
+
 def test_ddpm_with_a_stride_2_stem_predicts_noise_of_the_image_shape():
     model = create_model("ddpm", input_shape=(1, 8, 8), width=8, patch=2, timesteps=10)
     assert model(torch.randn(3, 1, 8, 8), torch.tensor([0, 4, 9])).shape == (3, 1, 8, 8)
@@ -553,6 +581,7 @@ def test_encode_writes_the_codes(runs, tmp_path):
     ("ddim-on-gan", "diffusion sampler"),
     ("eta-without-ddim", "add --method ddim"),
     ("eta-range", "expected 0 <= eta <= 1"),
+    ("guidance-unclustered", "trained with clusters"),
 ])
 def test_bad_input_is_one_line_and_exit_2(runs, tmp_path, capsys, case, message):
     if case == "score-shape":  # a classifier made for 28x28 images cannot judge 8x8 samples
@@ -573,6 +602,7 @@ def test_bad_input_is_one_line_and_exit_2(runs, tmp_path, capsys, case, message)
         "ddim-on-gan": ["sample", str(runs / "cgan"), "--method", "ddim"],
         "eta-without-ddim": ["sample", str(runs / "ddpm"), "--eta", "1"],
         "eta-range": ["sample", str(runs / "ddpm"), "--method", "ddim", "--eta", "2"],
+        "guidance-unclustered": ["sample", str(runs / "ddpm"), "--guidance", "2"],
     }[case]
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()

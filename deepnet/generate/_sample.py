@@ -38,9 +38,11 @@ def _generative_run(run: Run) -> Run:
 
 
 def draw_samples(run: Run, n: int, *, label: int | None = None, seed: int = 0, method: str | None = None,
-                 steps: int | None = None, eta: float | None = None, batch_size: int = 500) -> torch.Tensor:
+                 steps: int | None = None, eta: float | None = None, guidance: float | None = None,
+                 batch_size: int = 500) -> torch.Tensor:
     """``n`` images ``(n, C, H, W)`` in [0, 1] from a generative run; ``label`` asks a
-    class-conditional model for one class; ``method``/``steps``/``eta`` choose a diffusion sampler."""
+    class-conditional model for one class; ``method``/``steps``/``eta`` choose a diffusion sampler,
+    ``guidance`` the guidance weight of a self-guided one (default: its config's)."""
     _generative_run(run)
     model = run.model
     classes = getattr(model, "conditional_classes", 0)
@@ -59,6 +61,14 @@ def draw_samples(run: Run, n: int, *, label: int | None = None, seed: int = 0, m
         if eta is not None and method != "ddim":
             raise ValueError("--eta sets the noise of DDIM steps: add --method ddim, or drop --eta.")
         options = {"method": method or "ddpm", "steps": steps, "eta": eta or 0.0}
+    if guidance is not None:
+        if getattr(model, "clusters", None) is None or not hasattr(model, "denoiser"):
+            raise ValueError(f"--guidance weighs the guidance of a diffusion model trained with clusters; "
+                             f"{run.model_spec.get('name')} in {run.directory} has none. Drop --guidance, or train with "
+                             "model.args.clusters=K.")
+        if guidance < 0:
+            raise ValueError(f"--guidance must be >= 0 (0: no guidance); received {guidance}.")
+        options["guidance"] = guidance
     generator = torch.Generator().manual_seed(seed)
     chunks = []
     with torch.no_grad():
@@ -70,7 +80,8 @@ def draw_samples(run: Run, n: int, *, label: int | None = None, seed: int = 0, m
 
 
 def sample_run(directory: str | os.PathLike, n: int = 64, *, label: int | None = None, seed: int = 0,
-               method: str | None = None, steps: int | None = None, eta: float | None = None, out: str | os.PathLike | None = None,
+               method: str | None = None, steps: int | None = None, eta: float | None = None,
+               guidance: float | None = None, out: str | os.PathLike | None = None,
                score: bool = False, classifier: str | os.PathLike | None = None,
                device: str = "cpu") -> dict[str, Any]:
     """Draw ``n`` images from the run ``directory`` and write them as a grid PNG (default
@@ -80,7 +91,7 @@ def sample_run(directory: str | os.PathLike, n: int = 64, *, label: int | None =
     run = _generative_run(load_run(directory, device=device))
     judge = _classifier_run(run, classifier, device) if score else None  # refused before the slow part,
     reference = _reference_images(judge) if judge is not None else None  # as is a missing data file
-    images = draw_samples(run, n, label=label, seed=seed, method=method, steps=steps, eta=eta)
+    images = draw_samples(run, n, label=label, seed=seed, method=method, steps=steps, eta=eta, guidance=guidance)
     grid = Path(out) if out is not None else run.directory / "samples.png"
     grid.parent.mkdir(parents=True, exist_ok=True)
     save_image_grid(images[:GRID_MAX].numpy(), grid, columns=min(16, max(8, int(len(images[:GRID_MAX]) ** 0.5))))
@@ -94,6 +105,8 @@ def sample_run(directory: str | os.PathLike, n: int = 64, *, label: int | None =
             scores["steps"] = timesteps if scores["method"] == "ddpm" else (steps or min(50, timesteps))
             if scores["method"] == "ddim":
                 scores["eta"] = eta or 0.0
+            if getattr(run.model, "clusters", None) is not None:
+                scores["guidance"] = run.model.config.guidance if guidance is None else guidance
         atomic_write(run.directory / "samples.json", lambda tmp: tmp.write_text(json.dumps(scores, indent=2)))
         result.update(scores)
     return result

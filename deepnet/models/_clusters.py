@@ -28,7 +28,10 @@ class OnlineKMeans(nn.Module):
         """The nearest centroid of each image ``(B, ...)``; with ``update``, a k-means step first
         seeds empty centroids with images of the batch, then moves each centroid to the running
         mean of the images assigned to it."""
-        flat = images.detach().flatten(1).float()
+        with torch.autocast(images.device.type, enabled=False):  # distances in fp32 under bf16 training
+            return self._assign(images.detach().flatten(1).float(), update)
+
+    def _assign(self, flat: torch.Tensor, update: bool) -> torch.Tensor:
         centers, counts = self.centers, self.counts
         labels = torch.empty(len(flat), dtype=torch.int64, device=flat.device)
         seeded = 0

@@ -20,6 +20,16 @@ resolution holds a residual block, multi-head self-attention over its positions 
 residual block, as the middle of Ho et al.'s U-Net: at 7x7 for MNIST that costs ~7% more
 compute and lets every position see the whole digit; ``attention=2`` also attends after the
 up-path block of the level above (14x14), as Ho et al. do at 16x16.
+
+With ``clusters=k`` the model guides itself with clusters of the data that it finds without
+labels (self-guidance, Hu et al. 2023, who cluster self-supervised features; here the pixels,
+kept by mini-batch k-means, ``_clusters.OnlineKMeans``): the U-Net also reads the cluster of
+each training image, replaced by a null cluster for a tenth of them, so that one network learns
+both the conditional and the unconditional noise; sampling draws a cluster in proportion to the
+images it has taken and combines the two predictions with classifier-free guidance (Ho &
+Salimans 2021), ``eps = eps(x, c) + w (eps(x, c) - eps(x, null))`` with ``w = guidance``: at
+w = 0 the plain conditional model, larger w pushes each sample towards what its cluster shares,
+at the cost of a second noise prediction per step. No labels are used.
 """
 
 from __future__ import annotations
@@ -31,11 +41,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from deepnet.models._clusters import OnlineKMeans
 from deepnet.models._layers import check_image_shape
 from deepnet.models._pixels import PixelScale
 from deepnet.models._registry import register_model
 
 __all__ = ["DDPM", "DDPMConfig", "UNet", "noise_schedule"]
+
+UNCONDITIONAL_FRACTION = 0.1  # training images whose cluster is hidden (Ho & Salimans use 0.1-0.2)
 
 
 @dataclass(frozen=True)
@@ -48,6 +61,8 @@ class DDPMConfig:
     ema_decay: float = 0.999  # sampling uses an exponential moving average of the weights; 0 = the weights
     min_snr_gamma: float = 0.0  # > 0: Min-SNR loss weighting, min(SNR, gamma) / SNR; 0 = the plain noise MSE
     attention: int = 0  # levels that attend, from the lowest: 0 none, 1 the middle, 2 also the level above
+    clusters: int = 0  # > 0: self-guidance with this many k-means clusters of the data; 0: unconditional
+    guidance: float = 0.0  # the guidance weight w sampling uses by default (with clusters)
     pixel_mean: tuple[float, ...] | None = None
     pixel_std: tuple[float, ...] | None = None
 
@@ -109,11 +124,13 @@ class MapAttention(nn.Module):
 class UNet(nn.Module):
     """Noisy images ``(B, C, H, W)`` and steps ``(B,)`` -> predicted noise ``(B, C, H, W)``."""
 
-    def __init__(self, channels: int, width: int, patch: int = 1, attention: int = 0) -> None:
+    def __init__(self, channels: int, width: int, patch: int = 1, attention: int = 0, conditions: int = 0) -> None:
         super().__init__()
         w1, w2, w3 = width, 2 * width, 4 * width
         self.embed_dim = 4 * width
         self.embed = nn.Sequential(nn.Linear(width, self.embed_dim), nn.SiLU(), nn.Linear(self.embed_dim, self.embed_dim))
+        # conditions: an embedding per condition, plus the null one (index `conditions`), added to the step's
+        self.condition = nn.Embedding(conditions + 1, self.embed_dim) if conditions else None
         # patch=2: the levels sit at H/2, H/4, H/8, entered by a stride-2 convolution and left
         # by a transposed one; for the same compute, twice the width at every level.
         self.stem = nn.Conv2d(channels, w1, 3, padding=1) if patch == 1 else nn.Conv2d(channels, w1, 4, stride=2, padding=1)
@@ -133,8 +150,11 @@ class UNet(nn.Module):
                                   else nn.ConvTranspose2d(w1, channels, 4, stride=2, padding=1))
         self.width = width
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, t: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
+        """``c``: conditions ``(B,)`` (the null one is ``conditions``); None: the null one for all."""
         e = self.embed(step_embedding(t, self.width))  # (B, embed_dim)
+        if self.condition is not None:
+            e = e + self.condition(c if c is not None else torch.full_like(t, self.condition.num_embeddings - 1))
         h1 = self.down1(self.stem(x), e)  # (B, w1, H/p, W/p), p = patch
         h2 = self.down2(self.pool1(h1), e)  # (B, w2, H/2p, W/2p)
         h = self.middle(self.pool2(h2), e)  # (B, w3, H/4p, W/4p)
@@ -160,7 +180,8 @@ class DDPM(nn.Module):
         super().__init__()
         self.config = config
         self.pixels = PixelScale(config.input_shape[0], config.pixel_mean, config.pixel_std)
-        self.unet = UNet(config.input_shape[0], config.width, config.patch, config.attention)
+        self.unet = UNet(config.input_shape[0], config.width, config.patch, config.attention, config.clusters)
+        self.clusters = OnlineKMeans(config.clusters, math.prod(config.input_shape)) if config.clusters else None
         betas = noise_schedule(config.schedule, config.timesteps)
         alpha_bar = torch.cumprod(1 - betas, 0)
         self.register_buffer("betas", betas.float(), persistent=False)
@@ -177,12 +198,23 @@ class DDPM(nn.Module):
             for name, p in self.unet.named_parameters():
                 getattr(self, "ema_" + name.replace(".", "_")).lerp_(p, 1 - decay)
 
-    def denoiser(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def denoiser(self, x_t: torch.Tensor, t: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
         """The noise prediction used for sampling: with the averaged weights when ``ema_decay > 0``."""
         if not self.config.ema_decay:
-            return self.unet(x_t, t)
+            return self.unet(x_t, t, c)
         averaged = {name: getattr(self, "ema_" + name.replace(".", "_")) for name in self.ema_names}
-        return torch.func.functional_call(self.unet, averaged, (x_t, t))
+        return torch.func.functional_call(self.unet, averaged, (x_t, t, c))
+
+    def guided_noise(self, x_t: torch.Tensor, t: torch.Tensor, c: torch.Tensor | None, guidance: float) -> torch.Tensor:
+        """The sampler's noise: with clusters ``c`` and ``guidance`` w > 0, classifier-free
+        guidance ``eps(x, c) + w (eps(x, c) - eps(x, null))``, both in one batch."""
+        if c is None:
+            return self.denoiser(x_t, t)
+        if not guidance:
+            return self.denoiser(x_t, t, c)
+        null = torch.full_like(c, self.config.clusters)
+        conditional, unconditional = self.denoiser(torch.cat([x_t, x_t]), torch.cat([t, t]), torch.cat([c, null])).chunk(2)
+        return conditional + guidance * (conditional - unconditional)
 
     def part_parameters(self, part: str) -> list[nn.Parameter]:
         return list(self.parameters())
@@ -190,13 +222,18 @@ class DDPM(nn.Module):
     def forward(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         return self.unet(x_t, t)
 
-    def _losses(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    def _losses(self, x: torch.Tensor, update: bool) -> dict[str, torch.Tensor]:
+        """``update``: a training step, which also moves the clusters' centroids."""
         x0 = self.pixels.to_pixels(x) * 2 - 1
         t = torch.randint(0, self.config.timesteps, (len(x),), device=x.device)  # index 0 is step 1
         noise = torch.randn_like(x0)
         abar = self.alpha_bar[t].view(-1, 1, 1, 1)
         x_t = abar.sqrt() * x0 + (1 - abar).sqrt() * noise
-        predicted = self.unet(x_t, t).float()  # float: the error in fp32 under bf16 autocast
+        c = None
+        if self.clusters is not None:
+            hidden = torch.rand(len(x), device=x.device) < UNCONDITIONAL_FRACTION
+            c = self.clusters.assign(x0, update).masked_fill(hidden, self.config.clusters)
+        predicted = self.unet(x_t, t, c).float()  # float: the error in fp32 under bf16 autocast
         if not self.config.min_snr_gamma:
             noise_mse = F.mse_loss(predicted, noise)
             return {"loss": noise_mse, "noise_mse": noise_mse}
@@ -208,18 +245,21 @@ class DDPM(nn.Module):
     def training_losses(self, x: torch.Tensor, y: torch.Tensor, part: str = "model") -> dict[str, torch.Tensor]:
         if self.config.ema_decay:
             self._update_average()
-        return self._losses(x)
+        return self._losses(x, update=True)
 
     def evaluation_losses(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
-        return self._losses(x)
+        return self._losses(x, update=False)
 
     @torch.no_grad()
     def sample(self, n: int, labels: torch.Tensor | None = None, generator: torch.Generator | None = None,
-               method: str = "ddpm", steps: int | None = None, eta: float = 0.0) -> torch.Tensor:
+               method: str = "ddpm", steps: int | None = None, eta: float = 0.0,
+               guidance: float | None = None) -> torch.Tensor:
         """``n`` images ``(n, C, H, W)`` in [0, 1]. ``method="ddpm"``: ancestral sampling over
         all T steps; ``"ddim"``: DDIM over ``steps`` evenly spaced steps (default 50), deterministic
         with ``eta=0``; ``eta=1`` adds the noise of ancestral sampling over those steps (Song et
-        al.'s sigma_t = eta * sqrt((1 - abar_prev) / (1 - abar)) * sqrt(1 - abar / abar_prev))."""
+        al.'s sigma_t = eta * sqrt((1 - abar_prev) / (1 - abar)) * sqrt(1 - abar / abar_prev)).
+        With clusters, each sample's cluster is drawn in proportion to its images and ``guidance``
+        (default: the config's) weighs classifier-free guidance."""
         if method not in ("ddpm", "ddim"):
             raise ValueError(f"Unknown sampling method {method!r}; choose ddpm or ddim.")
         if not 0 <= eta <= 1:
@@ -228,11 +268,15 @@ class DDPM(nn.Module):
         device = self.betas.device
         shape = (n, *self.config.input_shape)
         x = torch.randn(shape, generator=generator).to(device)
+        c = self.clusters.draw(n, generator).to(device) if self.clusters is not None else None
+        guidance = self.config.guidance if guidance is None else guidance
+        if guidance < 0:
+            raise ValueError(f"Received an invalid value for `guidance`: expected >= 0 (0: no guidance). Received: {guidance}.")
         T = self.config.timesteps
         if method == "ddpm":
             for i in reversed(range(T)):
                 t = torch.full((n,), i, device=device, dtype=torch.int64)
-                eps = self.denoiser(x, t)
+                eps = self.guided_noise(x, t, c, guidance)
                 abar, beta = self.alpha_bar[i], self.betas[i]
                 abar_prev = self.alpha_bar[i - 1] if i > 0 else torch.ones((), device=device)
                 x0 = ((x - (1 - abar).sqrt() * eps) / abar.sqrt()).clamp(-1, 1)
@@ -250,7 +294,7 @@ class DDPM(nn.Module):
             times = torch.linspace(T - 1, 0, count).round().long().tolist()
             for j, i in enumerate(times):
                 t = torch.full((n,), i, device=device, dtype=torch.int64)
-                eps = self.denoiser(x, t)
+                eps = self.guided_noise(x, t, c, guidance)
                 abar = self.alpha_bar[i]
                 abar_prev = self.alpha_bar[times[j + 1]] if j + 1 < count else torch.ones((), device=device)
                 x0 = ((x - (1 - abar).sqrt() * eps) / abar.sqrt()).clamp(-1, 1)
@@ -268,7 +312,7 @@ class DDPM(nn.Module):
                 tiny={"input_shape": (1, 8, 8), "width": 8, "timesteps": 20, "min_snr_gamma": 5.0, "attention": 2})
 def ddpm(input_shape: tuple[int, int, int] = (1, 28, 28), width: int = 32, patch: int = 1, timesteps: int = 1000,
          schedule: str = "linear", ema_decay: float = 0.999, min_snr_gamma: float = 0.0, attention: int = 0,
-         pixel_mean: tuple[float, ...] | None = None, pixel_std: tuple[float, ...] | None = None) -> DDPM:
+         clusters: int = 0, guidance: float = 0.0, pixel_mean: tuple[float, ...] | None = None, pixel_std: tuple[float, ...] | None = None) -> DDPM:
     """DDPM with a small U-Net; ancestral and DDIM sampling."""
     input_shape = tuple(input_shape)
     check_image_shape("ddpm", input_shape)
@@ -288,6 +332,10 @@ def ddpm(input_shape: tuple[int, int, int] = (1, 28, 28), width: int = 32, patch
     if min_snr_gamma < 0:
         raise ValueError(f"Received an invalid value for `min_snr_gamma`: expected >= 0 (0: no weighting; Hang et al. "
                          f"use 5). Received: min_snr_gamma={min_snr_gamma}.")
+    if clusters < 0 or guidance < 0 or (guidance and not clusters):
+        raise ValueError(f"Received an invalid value for `clusters`/`guidance`: expected clusters >= 0 (0: unconditional) "
+                         f"and guidance >= 0, guidance only with clusters. Received: clusters={clusters}, guidance={guidance}.")
     return DDPM(DDPMConfig(input_shape=input_shape, width=width, patch=patch, timesteps=timesteps, schedule=schedule, ema_decay=ema_decay,
-                           min_snr_gamma=min_snr_gamma, attention=int(attention), pixel_mean=tuple(pixel_mean) if pixel_mean is not None else None,
+                           min_snr_gamma=min_snr_gamma, attention=int(attention), clusters=int(clusters),
+                           guidance=float(guidance), pixel_mean=tuple(pixel_mean) if pixel_mean is not None else None,
                            pixel_std=tuple(pixel_std) if pixel_std is not None else None))
