@@ -289,7 +289,8 @@ def _sample_images(args: argparse.Namespace) -> int:
     from deepnet.generate import sample_run
 
     result = sample_run(args.run, args.n, label=args.label, seed=args.seed, method=args.method, steps=args.steps,
-                        eta=args.eta, guidance=args.guidance, out=args.out, score=args.score, classifier=args.classifier, device=args.device or "cpu")
+                        eta=args.eta, guidance=args.guidance, out=args.out, score=args.score, classifier=args.classifier,
+                        device=args.device or "cpu")
     print(f"wrote {result['grid']}")
     if args.score:
         histogram = " ".join(f"{name}:{100 * share:.1f}%" for name, share in result["class_histogram"].items())

@@ -312,7 +312,8 @@ class DDPM(nn.Module):
                 tiny={"input_shape": (1, 8, 8), "width": 8, "timesteps": 20, "min_snr_gamma": 5.0, "attention": 2})
 def ddpm(input_shape: tuple[int, int, int] = (1, 28, 28), width: int = 32, patch: int = 1, timesteps: int = 1000,
          schedule: str = "linear", ema_decay: float = 0.999, min_snr_gamma: float = 0.0, attention: int = 0,
-         clusters: int = 0, guidance: float = 0.0, pixel_mean: tuple[float, ...] | None = None, pixel_std: tuple[float, ...] | None = None) -> DDPM:
+         clusters: int = 0, guidance: float = 0.0, pixel_mean: tuple[float, ...] | None = None,
+         pixel_std: tuple[float, ...] | None = None) -> DDPM:
     """DDPM with a small U-Net; ancestral and DDIM sampling."""
     input_shape = tuple(input_shape)
     check_image_shape("ddpm", input_shape)

@@ -381,7 +381,8 @@ _PAPER = ("Radford, Metz & Chintala, Unsupervised Representation Learning with D
                       "loss": "hinge", "spectral_norm": True, "layers_per_level": 2})
 def dcgan(input_shape: tuple[int, int, int] = (1, 28, 28), latent_dim: int = 64, width: int = 64, ema_decay: float = 0.0,
           pack: int = 1, loss: str = "bce", spectral_norm: bool = False, layers_per_level: int = 1, categories: int = 0,
-          info_weight: float = 1.0, clusters: int = 0, pixel_mean: tuple[float, ...] | None = None, pixel_std: tuple[float, ...] | None = None) -> DCGAN:
+          info_weight: float = 1.0, clusters: int = 0, pixel_mean: tuple[float, ...] | None = None,
+          pixel_std: tuple[float, ...] | None = None) -> DCGAN:
     """DCGAN generator and discriminator for small images."""
     return _create_dcgan(False, input_shape=input_shape, latent_dim=latent_dim, width=width, ema_decay=ema_decay,
                          pack=pack, loss=loss, spectral_norm=bool(spectral_norm), layers_per_level=layers_per_level,
