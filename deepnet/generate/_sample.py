@@ -66,8 +66,6 @@ def draw_samples(run: Run, n: int, *, label: int | None = None, seed: int = 0, m
             raise ValueError(f"--guidance weighs the guidance of a diffusion model trained with clusters; "
                              f"{run.model_spec.get('name')} in {run.directory} has none. Drop --guidance, or train with "
                              "model.args.clusters=K.")
-        if guidance < 0:
-            raise ValueError(f"--guidance must be >= 0 (0: no guidance); received {guidance}.")
         options["guidance"] = guidance
     generator = torch.Generator().manual_seed(seed)
     chunks = []
