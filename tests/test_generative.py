@@ -234,6 +234,43 @@ def test_ddim_with_every_step_and_ddpm_both_denoise_from_the_same_noise():
         model.sample(1, method="ddim", steps=21)
 
 
+def _gaussian_denoiser(model, mu, s):
+    """The optimal noise prediction for pixels drawn from N(mu, s^2) (the model's [-1, 1] scale)."""
+    def optimal_denoiser(x, t):
+        abar = model.alpha_bar[t].view(-1, 1, 1, 1)
+        return (1 - abar).sqrt() * (x - abar.sqrt() * mu) / (abar * s * s + 1 - abar)
+    return optimal_denoiser
+
+
+def test_ddim_visits_trailing_steps_and_clips_x0_only_where_noise_dominates():
+    """DDIM's steps count down from T - 1 with stride T/S (Lin et al.'s "trailing" spacing), and
+    its estimate of x0 is clipped to [-1, 1] only at steps whose SNR is below DDIM_CLIP_SNR."""
+    from deepnet.models.ddpm import DDIM_CLIP_SNR, ddim_steps
+
+    assert ddim_steps(250, 50)[:2] == [249, 244] and ddim_steps(250, 50)[-1] == 4
+    assert ddim_steps(20, 5) == [19, 15, 11, 7, 3] and ddim_steps(20, 20) == list(range(19, -1, -1))
+    model = create_model("ddpm", input_shape=(1, 8, 8), width=8, timesteps=20, schedule="cosine").eval()
+    visited = []
+
+    def record(x, t):
+        visited.append(int(t[0]))
+        return torch.zeros_like(x)
+
+    model.denoiser = record
+    model.sample(2, generator=torch.Generator().manual_seed(0), method="ddim", steps=5)
+    assert visited == [19, 15, 11, 7, 3]
+    snr = model.alpha_bar / (1 - model.alpha_bar)
+    noisy, clean = int((snr < DDIM_CLIP_SNR).nonzero().min()), int((snr >= DDIM_CLIP_SNR).nonzero().max())
+    x, eps = torch.full((1, 1, 2, 2), -2.0), torch.full((1, 1, 2, 2), 3.0)  # x0 estimates below -1 at both steps
+    for i, clipped in ((noisy, True), (clean, False)):
+        abar = model.alpha_bar[i]
+        x0, consistent = model._ddim_estimate(x, i, eps)
+        raw = (x - (1 - abar).sqrt() * eps) / abar.sqrt()
+        assert bool((raw < -1).all())
+        assert torch.allclose(x0, torch.full_like(x, -1.0) if clipped else raw)
+        assert torch.allclose(abar.sqrt() * x0 + (1 - abar).sqrt() * consistent, x)  # the step stays on x_t
+
+
 @pytest.mark.parametrize("method, steps, tolerance", [("ddpm", None, 0.06), ("ddim", 100, 0.04), ("ddim", 50, 0.06)])
 def test_samplers_with_the_optimal_denoiser_recover_gaussian_data(method, steps, tolerance):
     """Pixels drawn from N(mu, s^2) have a closed-form optimal noise prediction; with it, each
@@ -241,12 +278,7 @@ def test_samplers_with_the_optimal_denoiser_recover_gaussian_data(method, steps,
     sampling with the posterior variance, and DDIM, whose every finite step shrinks the spread.)"""
     model = create_model("ddpm", input_shape=(1, 8, 8), width=8, timesteps=100, schedule="cosine").eval()
     mu, s = 0.2, 0.3  # on the model's [-1, 1] scale
-
-    def optimal_denoiser(x, t):
-        abar = model.alpha_bar[t].view(-1, 1, 1, 1)
-        return (1 - abar).sqrt() * (x - abar.sqrt() * mu) / (abar * s * s + 1 - abar)
-
-    model.denoiser = optimal_denoiser
+    model.denoiser = _gaussian_denoiser(model, mu, s)
     x = model.sample(1000, generator=torch.Generator().manual_seed(0), method=method, steps=steps) * 2 - 1
     assert float(x.mean()) == pytest.approx(mu, abs=0.01)
     assert float(x.std()) == pytest.approx(s, rel=tolerance)
@@ -264,9 +296,12 @@ def test_noise_schedules_stay_valid_for_few_steps(schedule):
 
 def test_ddim_with_eta_1_over_every_step_is_ancestral_sampling():
     """Song et al.'s sigma_t at eta = 1 is the posterior's standard deviation: over all T steps
-    the generalised DDIM step is the ancestral one, draw for draw."""
+    the generalised DDIM step is the ancestral one, draw for draw. (The two clip their estimate
+    of x0 at different steps; the optimal denoiser of narrow data keeps it inside [-1, 1], so
+    that only the steps themselves are compared.)"""
     torch.manual_seed(0)
     model = create_model("ddpm", input_shape=(1, 8, 8), width=8, timesteps=20, schedule="cosine").eval()
+    model.denoiser = _gaussian_denoiser(model, 0.0, 0.2)
     ancestral = model.sample(4, generator=torch.Generator().manual_seed(3), method="ddpm")
     generalised = model.sample(4, generator=torch.Generator().manual_seed(3), method="ddim", steps=20, eta=1.0)
     assert torch.allclose(generalised, ancestral, atol=1e-5)

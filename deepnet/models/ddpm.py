@@ -10,7 +10,14 @@ linear (beta from 1e-4 to 0.02, the paper's) or cosine (Nichol & Dhariwal 2021).
 noise is the hardest to predict and matters least to what the image shows, stop dominating
 the gradient.
 Sampling: ancestral, T steps from pure noise with the posterior variance; or DDIM
-(deterministic, eta = 0) on an evenly spaced subset of the steps, e.g. 50 instead of 1000.
+(deterministic, eta = 0) on a subset of the steps, e.g. 50 instead of 1000, spaced evenly from
+the last step down ("trailing": T-1, T-1-T/S, ..., T/S-1; Lin et al. 2024), so that the last DDIM
+step starts from a little noise rather than from the nearly clean steps, whose noise the Min-SNR
+weighting hardly trains. Ancestral sampling clips its estimate of x0 to [-1, 1] at every step (Ho
+et al.); DDIM only at the steps whose signal-to-noise ratio is below ``DDIM_CLIP_SNR``, where the
+estimate divides the network's error by sqrt(abar) (at the cosine schedule's last step by 5000):
+clipping the later, clean steps too bends the deterministic path and costs a little quality
+(docs/generative.md).
 
 The U-Net: residual blocks (group norm, SiLU, 3x3 convolutions, the step's sinusoidal
 embedding added in between) at three resolutions with widths w, 2w and 4w (with ``patch=2``
@@ -67,6 +74,9 @@ class DDPMConfig:
     pixel_std: tuple[float, ...] | None = None
 
 
+DDIM_CLIP_SNR = 0.05  # DDIM clips its x0 estimate at steps with abar / (1 - abar) below this (see the docstring)
+
+
 def noise_schedule(name: str, timesteps: int) -> torch.Tensor:
     """``beta_t`` for t = 1..T, shape ``(T,)``, float64."""
     if name == "linear":
@@ -77,6 +87,13 @@ def noise_schedule(name: str, timesteps: int) -> torch.Tensor:
     steps = torch.arange(timesteps + 1, dtype=torch.float64) / timesteps
     alpha_bar = torch.cos((steps + s) / (1 + s) * math.pi / 2) ** 2
     return (1 - alpha_bar[1:] / alpha_bar[:-1]).clamp(max=0.999)
+
+
+def ddim_steps(timesteps: int, count: int) -> list[int]:
+    """The ``count`` steps DDIM visits, from the noisiest down, evenly spaced and "trailing"
+    (Lin et al. 2024): ``T-1, T-1-T/S, ...``; with every step, ``T-1, ..., 0``."""
+    stride = timesteps / count
+    return [round(timesteps - j * stride) - 1 for j in range(count)]
 
 
 def step_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
@@ -250,12 +267,22 @@ class DDPM(nn.Module):
     def evaluation_losses(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
         return self._losses(x, update=False)
 
+    def _ddim_estimate(self, x: torch.Tensor, i: int, eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """DDIM's estimate of x0 at step ``i`` from the predicted noise, and the noise consistent
+        with it: clipped to [-1, 1] only where the step's SNR is below ``DDIM_CLIP_SNR``."""
+        abar = self.alpha_bar[i]
+        x0 = (x - (1 - abar).sqrt() * eps) / abar.sqrt()
+        if abar / (1 - abar) >= DDIM_CLIP_SNR:
+            return x0, eps
+        x0 = x0.clamp(-1, 1)
+        return x0, (x - abar.sqrt() * x0) / (1 - abar).sqrt()
+
     @torch.no_grad()
     def sample(self, n: int, labels: torch.Tensor | None = None, generator: torch.Generator | None = None,
                method: str = "ddpm", steps: int | None = None, eta: float = 0.0,
                guidance: float | None = None) -> torch.Tensor:
         """``n`` images ``(n, C, H, W)`` in [0, 1]. ``method="ddpm"``: ancestral sampling over
-        all T steps; ``"ddim"``: DDIM over ``steps`` evenly spaced steps (default 50), deterministic
+        all T steps; ``"ddim"``: DDIM over ``steps`` trailing steps (default 50, ``ddim_steps``), deterministic
         with ``eta=0``; ``eta=1`` adds the noise of ancestral sampling over those steps (Song et
         al.'s sigma_t = eta * sqrt((1 - abar_prev) / (1 - abar)) * sqrt(1 - abar / abar_prev)).
         With clusters, each sample's cluster is drawn in proportion to its images and ``guidance``
@@ -291,14 +318,13 @@ class DDPM(nn.Module):
             count = steps or min(50, T)
             if not 1 <= count <= T:
                 raise ValueError(f"DDIM takes between 1 and {T} steps; received {count}.")
-            times = torch.linspace(T - 1, 0, count).round().long().tolist()
+            times = ddim_steps(T, count)
             for j, i in enumerate(times):
                 t = torch.full((n,), i, device=device, dtype=torch.int64)
                 eps = self.guided_noise(x, t, c, guidance)
                 abar = self.alpha_bar[i]
                 abar_prev = self.alpha_bar[times[j + 1]] if j + 1 < count else torch.ones((), device=device)
-                x0 = ((x - (1 - abar).sqrt() * eps) / abar.sqrt()).clamp(-1, 1)
-                eps = (x - abar.sqrt() * x0) / (1 - abar).sqrt()  # consistent with the clipped x0
+                x0, eps = self._ddim_estimate(x, i, eps)
                 sigma = eta * ((1 - abar_prev) / (1 - abar) * (1 - abar / abar_prev)).sqrt()
                 x = abar_prev.sqrt() * x0 + (1 - abar_prev - sigma ** 2).clamp(min=0).sqrt() * eps
                 if eta and j + 1 < count:
