@@ -282,7 +282,7 @@ class DDPM(nn.Module):
                method: str = "ddpm", steps: int | None = None, eta: float = 0.0,
                guidance: float | None = None) -> torch.Tensor:
         """``n`` images ``(n, C, H, W)`` in [0, 1]. ``method="ddpm"``: ancestral sampling over
-        all T steps; ``"ddim"``: DDIM over ``steps`` trailing steps (default 50, ``ddim_steps``), deterministic
+        all T steps; ``"ddim"``: DDIM over ``steps`` steps (default 50, ``ddim_steps``), deterministic
         with ``eta=0``; ``eta=1`` adds the noise of ancestral sampling over those steps (Song et
         al.'s sigma_t = eta * sqrt((1 - abar_prev) / (1 - abar)) * sqrt(1 - abar / abar_prev)).
         With clusters, each sample's cluster is drawn in proportion to its images and ``guidance``
