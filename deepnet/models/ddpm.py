@@ -15,7 +15,7 @@ the last step down ("trailing": T-1, T-1-T/S, ..., T/S-1; Lin et al. 2024), so t
 step starts from a little noise rather than from the nearly clean steps, whose noise the Min-SNR
 weighting hardly trains. Ancestral sampling clips its estimate of x0 to [-1, 1] at every step (Ho
 et al.); DDIM only at the steps whose signal-to-noise ratio is below ``DDIM_CLIP_SNR``, where the
-estimate divides the network's error by sqrt(abar) (at the cosine schedule's last step by 5000):
+estimate divides the network's error by sqrt(abar) (by 5,000 at the last of 250 cosine steps):
 clipping the later, clean steps too bends the deterministic path and costs a little quality
 (docs/generative.md).
 
