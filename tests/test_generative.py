@@ -21,7 +21,8 @@ from deepnet.train import Callback
 GENERATIVE = [n for n in list_models() if model_info(n).input_kind == "generative"]
 # Options whose state the registry's tiny configs do not cover: "name/variant" -> (family, changed arguments)
 VARIANTS = {"dcgan/clusters": ("dcgan", {"categories": 0, "clusters": 4}),
-            "ddpm/clusters": ("ddpm", {"clusters": 3, "guidance": 1.0})}
+            "ddpm/clusters": ("ddpm", {"clusters": 3, "guidance": 1.0}),
+            "ddpm/v": ("ddpm", {"prediction": "v"})}
 FAMILIES = [*GENERATIVE, "dbn", *VARIANTS]
 OPTIONS = dict(epochs=3, batch_size=32, max_steps_per_epoch=4, seed=1, deterministic=True, threads=1, quiet=True,
                checkpoint_steps=3, lr=1e-3, optimizer="adam", warmup_epochs=0.5)
@@ -235,10 +236,15 @@ def test_ddim_with_every_step_and_ddpm_both_denoise_from_the_same_noise():
 
 
 def _gaussian_denoiser(model, mu, s):
-    """The optimal noise prediction for pixels drawn from N(mu, s^2) (the model's [-1, 1] scale)."""
+    """The optimal prediction (of the noise, or of v) for pixels drawn from N(mu, s^2) (the
+    model's [-1, 1] scale)."""
     def optimal_denoiser(x, t):
         abar = model.alpha_bar[t].view(-1, 1, 1, 1)
-        return (1 - abar).sqrt() * (x - abar.sqrt() * mu) / (abar * s * s + 1 - abar)
+        noise = (1 - abar).sqrt() * (x - abar.sqrt() * mu) / (abar * s * s + 1 - abar)
+        if model.config.prediction == "eps":
+            return noise
+        x0 = mu + abar.sqrt() * s * s * (x - abar.sqrt() * mu) / (abar * s * s + 1 - abar)
+        return abar.sqrt() * noise - (1 - abar).sqrt() * x0
     return optimal_denoiser
 
 
@@ -271,12 +277,14 @@ def test_ddim_visits_trailing_steps_and_clips_x0_only_where_noise_dominates():
         assert torch.allclose(abar.sqrt() * x0 + (1 - abar).sqrt() * consistent, x)  # the step stays on x_t
 
 
+@pytest.mark.parametrize("prediction", ["eps", "v"])
 @pytest.mark.parametrize("method, steps, tolerance", [("ddpm", None, 0.06), ("ddim", 100, 0.04), ("ddim", 50, 0.06)])
-def test_samplers_with_the_optimal_denoiser_recover_gaussian_data(method, steps, tolerance):
-    """Pixels drawn from N(mu, s^2) have a closed-form optimal noise prediction; with it, each
+def test_samplers_with_the_optimal_denoiser_recover_gaussian_data(method, steps, tolerance, prediction):
+    """Pixels drawn from N(mu, s^2) have a closed-form optimal prediction; with it, each
     sampler must return the data's mean and spread. (Both fall a little short of s: ancestral
     sampling with the posterior variance, and DDIM, whose every finite step shrinks the spread.)"""
-    model = create_model("ddpm", input_shape=(1, 8, 8), width=8, timesteps=100, schedule="cosine").eval()
+    model = create_model("ddpm", input_shape=(1, 8, 8), width=8, timesteps=100, schedule="cosine",
+                         prediction=prediction).eval()
     mu, s = 0.2, 0.3  # on the model's [-1, 1] scale
     model.denoiser = _gaussian_denoiser(model, mu, s)
     x = model.sample(1000, generator=torch.Generator().manual_seed(0), method=method, steps=steps) * 2 - 1
@@ -342,6 +350,43 @@ def test_min_snr_weights_each_error_by_min_snr_gamma_over_snr():
     assert losses["loss"] < losses["noise_mse"]  # the weights are at most 1
     with pytest.raises(ValueError, match="min_snr_gamma"):
         create_model("ddpm", min_snr_gamma=-1)
+
+
+def test_v_prediction_learns_the_velocity_with_min_snr_weights_over_snr_plus_one():
+    """With prediction="v" the target is sqrt(abar) eps - sqrt(1 - abar) x0, weighted by
+    min(SNR, gamma) / (SNR + 1); the logged noise error is the one the prediction implies."""
+    model = create_model("ddpm", input_shape=(1, 8, 8), width=8, timesteps=20, min_snr_gamma=2.0, prediction="v")
+    x = torch.rand(6, 1, 8, 8)
+    torch.manual_seed(3)
+    with torch.no_grad():
+        losses = model.evaluation_losses(x, None)
+        torch.manual_seed(3)  # the same steps and noise, by hand
+        x0 = x * 2 - 1
+        t = torch.randint(0, 20, (6,))
+        noise = torch.randn_like(x0)
+        abar = model.alpha_bar[t].view(-1, 1, 1, 1)
+        x_t = abar.sqrt() * x0 + (1 - abar).sqrt() * noise
+        predicted = model.unet(x_t, t)
+        errors = (predicted - (abar.sqrt() * noise - (1 - abar).sqrt() * x0)).pow(2).mean((1, 2, 3))
+        implied_noise = (1 - abar).sqrt() * x_t + abar.sqrt() * predicted
+    snr = abar.view(-1) / (1 - abar.view(-1))
+    assert losses["loss"] == pytest.approx(float((torch.minimum(snr, torch.tensor(2.0)) / (snr + 1) * errors).mean()), rel=1e-5)
+    assert losses["noise_mse"] == pytest.approx(float((implied_noise - noise).pow(2).mean()), rel=1e-4)
+    with pytest.raises(ValueError, match="prediction"):
+        create_model("ddpm", prediction="x0")
+
+
+def test_v_prediction_estimates_x0_and_noise_without_dividing_by_sqrt_abar():
+    """From the true velocity, the estimates are the true x0 and noise, even at a step where
+    abar is 1e-8 and an estimate from predicted noise would divide its error by 1e-4."""
+    model = create_model("ddpm", input_shape=(1, 8, 8), width=8, timesteps=20, schedule="cosine", prediction="v")
+    x0, noise = torch.rand(3, 1, 8, 8) * 2 - 1, torch.randn(3, 1, 8, 8)
+    for i in (0, 10, 19):
+        abar = model.alpha_bar[i]
+        x_t = abar.sqrt() * x0 + (1 - abar).sqrt() * noise
+        estimated_x0, estimated_noise = model._estimates(x_t, i, abar.sqrt() * noise - (1 - abar).sqrt() * x0)
+        torch.testing.assert_close(estimated_x0, x0, atol=1e-5, rtol=0)
+        torch.testing.assert_close(estimated_noise, noise, atol=1e-5, rtol=0)
 
 
 def test_dcgan_average_trails_the_generator_and_is_what_sampling_reads():
@@ -469,8 +514,8 @@ def test_self_guided_ddpm_hides_a_tenth_of_the_clusters_and_guides_sampling():
     xt, t, c = torch.randn(4, 1, 8, 8), torch.tensor([9, 5, 2, 0]), torch.tensor([0, 1, 2, 1])
     conditional, unconditional = model.denoiser(xt, t, c), model.denoiser(xt, t, torch.full_like(c, 3))
     assert not torch.allclose(conditional, unconditional)  # the cluster reaches the noise prediction
-    torch.testing.assert_close(model.guided_noise(xt, t, c, 2.0), conditional + 2.0 * (conditional - unconditional))
-    assert torch.equal(model.guided_noise(xt, t, c, 0.0), conditional)
+    torch.testing.assert_close(model.guided_prediction(xt, t, c, 2.0), conditional + 2.0 * (conditional - unconditional))
+    assert torch.equal(model.guided_prediction(xt, t, c, 0.0), conditional)
     a = model.sample(3, generator=torch.Generator().manual_seed(0))  # the config's guidance, 2
     assert torch.equal(a, model.sample(3, generator=torch.Generator().manual_seed(0), guidance=2.0))
     assert not torch.equal(a, model.sample(3, generator=torch.Generator().manual_seed(0), guidance=0.0))

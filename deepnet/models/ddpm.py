@@ -3,12 +3,17 @@
 
 Training: an image ``x0`` (pixels scaled to [-1, 1]), a step ``t`` drawn uniformly from
 1..T, noise ``eps``; the network sees ``x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps`` and
-``t`` and predicts ``eps`` (mean squared error: the "simple" loss). The noise schedule is
+``t`` and predicts ``eps`` (mean squared error: the "simple" loss) or, with ``prediction="v"``,
+the velocity ``v = sqrt(abar_t) eps - sqrt(1 - abar_t) x0`` (Salimans & Ho 2022), from which
+both ``x0 = sqrt(abar_t) x_t - sqrt(1 - abar_t) v`` and ``eps`` follow without a division: at
+the noisiest steps, where ``abar_t`` is nearly 0, an estimate of x0 from predicted noise divides
+the network's error by ``sqrt(abar_t)``, and the deterministic DDIM path starts from that
+estimate (Lin et al. 2024 make the same case for zero terminal SNR). The noise schedule is
 linear (beta from 1e-4 to 0.02, the paper's) or cosine (Nichol & Dhariwal 2021). With
 ``min_snr_gamma > 0`` each sample's error is weighted by ``min(SNR_t, gamma) / SNR_t``
-(Min-SNR, Hang et al. 2023; ``SNR_t = abar_t / (1 - abar_t)``): the nearly clean steps, whose
-noise is the hardest to predict and matters least to what the image shows, stop dominating
-the gradient.
+(Min-SNR, Hang et al. 2023; ``SNR_t = abar_t / (1 - abar_t)``; ``min(SNR_t, gamma) / (SNR_t + 1)``
+for v, the same weight on the error of x0): the nearly clean steps, whose noise is the hardest
+to predict and matters least to what the image shows, stop dominating the gradient.
 Sampling: ancestral, T steps from pure noise with the posterior variance; or DDIM
 (deterministic, eta = 0) on a subset of the steps, e.g. 50 instead of 1000, spaced evenly from
 the last step down ("trailing": T-1, T-1-T/S, ..., T/S-1; Lin et al. 2024), so that the last DDIM
@@ -67,6 +72,7 @@ class DDPMConfig:
     schedule: str = "linear"  # linear | cosine
     ema_decay: float = 0.999  # sampling uses an exponential moving average of the weights; 0 = the weights
     min_snr_gamma: float = 0.0  # > 0: Min-SNR loss weighting, min(SNR, gamma) / SNR; 0 = the plain noise MSE
+    prediction: str = "eps"  # what the U-Net predicts: eps (the noise) | v (sqrt(abar) eps - sqrt(1 - abar) x0)
     attention: int = 0  # levels that attend, from the lowest: 0 none, 1 the middle, 2 also the level above
     clusters: int = 0  # > 0: self-guidance with this many k-means clusters of the data; 0: unconditional
     guidance: float = 0.0  # the guidance weight w sampling uses by default (with clusters)
@@ -187,7 +193,7 @@ class UNet(nn.Module):
 
 
 class DDPM(nn.Module):
-    """``forward(x_t, t)``: the U-Net's noise prediction; ``sample`` draws images in [0, 1]."""
+    """``forward(x_t, t)``: the U-Net's prediction (the noise, or v); ``sample`` draws images in [0, 1]."""
 
     parts = ("model",)
     conditional_classes = 0
@@ -216,15 +222,16 @@ class DDPM(nn.Module):
                 getattr(self, "ema_" + name.replace(".", "_")).lerp_(p, 1 - decay)
 
     def denoiser(self, x_t: torch.Tensor, t: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
-        """The noise prediction used for sampling: with the averaged weights when ``ema_decay > 0``."""
+        """The prediction (eps or v) used for sampling: with the averaged weights when ``ema_decay > 0``."""
         if not self.config.ema_decay:
             return self.unet(x_t, t, c)
         averaged = {name: getattr(self, "ema_" + name.replace(".", "_")) for name in self.ema_names}
         return torch.func.functional_call(self.unet, averaged, (x_t, t, c))
 
-    def guided_noise(self, x_t: torch.Tensor, t: torch.Tensor, c: torch.Tensor | None, guidance: float) -> torch.Tensor:
-        """The sampler's noise: with clusters ``c`` and ``guidance`` w > 0, classifier-free
-        guidance ``eps(x, c) + w (eps(x, c) - eps(x, null))``, both in one batch."""
+    def guided_prediction(self, x_t: torch.Tensor, t: torch.Tensor, c: torch.Tensor | None, guidance: float) -> torch.Tensor:
+        """The sampler's prediction: with clusters ``c`` and ``guidance`` w > 0, classifier-free
+        guidance ``eps(x, c) + w (eps(x, c) - eps(x, null))``, both in one batch (for v the same
+        combination: at a given x_t, eps is an affine function of v)."""
         if c is None:
             return self.denoiser(x_t, t)
         if not guidance:
@@ -251,11 +258,17 @@ class DDPM(nn.Module):
             hidden = torch.rand(len(x), device=x.device) < UNCONDITIONAL_FRACTION
             c = self.clusters.assign(x0, update).masked_fill(hidden, self.config.clusters)
         predicted = self.unet(x_t, t, c).float()  # float: the error in fp32 under bf16 autocast
+        snr = abar.view(-1) / (1 - abar.view(-1))
+        if self.config.prediction == "v":
+            velocity = abar.sqrt() * noise - (1 - abar).sqrt() * x0
+            errors = (predicted - velocity).pow(2).mean(dim=(1, 2, 3))
+            weights = snr.clamp(max=self.config.min_snr_gamma) / (snr + 1) if self.config.min_snr_gamma else 1.0
+            # the noise this prediction implies errs by sqrt(abar) times v's error: the same figure as eps models log
+            return {"loss": (weights * errors).mean(), "noise_mse": (abar.view(-1) * errors).mean()}
         if not self.config.min_snr_gamma:
             noise_mse = F.mse_loss(predicted, noise)
             return {"loss": noise_mse, "noise_mse": noise_mse}
         errors = (predicted - noise).pow(2).mean(dim=(1, 2, 3))  # (B,): each image's error, computed once
-        snr = abar.view(-1) / (1 - abar.view(-1))
         weights = (self.config.min_snr_gamma / snr).clamp(max=1)  # = min(SNR, gamma) / SNR, and 1 where SNR = 0
         return {"loss": (weights * errors).mean(), "noise_mse": errors.mean()}
 
@@ -267,11 +280,18 @@ class DDPM(nn.Module):
     def evaluation_losses(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
         return self._losses(x, update=False)
 
-    def _ddim_estimate(self, x: torch.Tensor, i: int, eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """DDIM's estimate of x0 at step ``i`` from the predicted noise, and the noise consistent
+    def _estimates(self, x: torch.Tensor, i: int, predicted: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The estimates of x0 and of the noise at step ``i`` from the network's prediction."""
+        abar = self.alpha_bar[i]
+        if self.config.prediction == "v":
+            return abar.sqrt() * x - (1 - abar).sqrt() * predicted, (1 - abar).sqrt() * x + abar.sqrt() * predicted
+        return (x - (1 - abar).sqrt() * predicted) / abar.sqrt(), predicted
+
+    def _ddim_estimate(self, x: torch.Tensor, i: int, predicted: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """DDIM's estimate of x0 at step ``i`` from the prediction, and the noise consistent
         with it: clipped to [-1, 1] only where the step's SNR is below ``DDIM_CLIP_SNR``."""
         abar = self.alpha_bar[i]
-        x0 = (x - (1 - abar).sqrt() * eps) / abar.sqrt()
+        x0, eps = self._estimates(x, i, predicted)
         if abar / (1 - abar) >= DDIM_CLIP_SNR:
             return x0, eps
         x0 = x0.clamp(-1, 1)
@@ -303,10 +323,10 @@ class DDPM(nn.Module):
         if method == "ddpm":
             for i in reversed(range(T)):
                 t = torch.full((n,), i, device=device, dtype=torch.int64)
-                eps = self.guided_noise(x, t, c, guidance)
+                predicted = self.guided_prediction(x, t, c, guidance)
                 abar, beta = self.alpha_bar[i], self.betas[i]
                 abar_prev = self.alpha_bar[i - 1] if i > 0 else torch.ones((), device=device)
-                x0 = ((x - (1 - abar).sqrt() * eps) / abar.sqrt()).clamp(-1, 1)
+                x0 = self._estimates(x, i, predicted)[0].clamp(-1, 1)
                 # the mean of q(x_{t-1} | x_t, x0), and its variance beta~ (Ho et al. eq. 6-7)
                 mean = (abar_prev.sqrt() * beta / (1 - abar)) * x0 + ((1 - beta).sqrt() * (1 - abar_prev) / (1 - abar)) * x
                 if i > 0:
@@ -321,10 +341,10 @@ class DDPM(nn.Module):
             times = ddim_steps(T, count)
             for j, i in enumerate(times):
                 t = torch.full((n,), i, device=device, dtype=torch.int64)
-                eps = self.guided_noise(x, t, c, guidance)
+                predicted = self.guided_prediction(x, t, c, guidance)
                 abar = self.alpha_bar[i]
                 abar_prev = self.alpha_bar[times[j + 1]] if j + 1 < count else torch.ones((), device=device)
-                x0, eps = self._ddim_estimate(x, i, eps)
+                x0, eps = self._ddim_estimate(x, i, predicted)
                 sigma = eta * ((1 - abar_prev) / (1 - abar) * (1 - abar / abar_prev)).sqrt()
                 x = abar_prev.sqrt() * x0 + (1 - abar_prev - sigma ** 2).clamp(min=0).sqrt() * eps
                 if eta and j + 1 < count:
@@ -337,8 +357,8 @@ class DDPM(nn.Module):
                       "Song, Meng & Ermon, Denoising Diffusion Implicit Models, ICLR 2021",
                 tiny={"input_shape": (1, 8, 8), "width": 8, "timesteps": 20, "min_snr_gamma": 5.0, "attention": 2})
 def ddpm(input_shape: tuple[int, int, int] = (1, 28, 28), width: int = 32, patch: int = 1, timesteps: int = 1000,
-         schedule: str = "linear", ema_decay: float = 0.999, min_snr_gamma: float = 0.0, attention: int = 0,
-         clusters: int = 0, guidance: float = 0.0, pixel_mean: tuple[float, ...] | None = None,
+         schedule: str = "linear", ema_decay: float = 0.999, min_snr_gamma: float = 0.0, prediction: str = "eps",
+         attention: int = 0, clusters: int = 0, guidance: float = 0.0, pixel_mean: tuple[float, ...] | None = None,
          pixel_std: tuple[float, ...] | None = None) -> DDPM:
     """DDPM with a small U-Net; ancestral and DDIM sampling."""
     input_shape = tuple(input_shape)
@@ -353,6 +373,9 @@ def ddpm(input_shape: tuple[int, int, int] = (1, 28, 28), width: int = 32, patch
                          f"Received: patch={patch}, input_shape={input_shape}.")
     if not 0 <= ema_decay < 1:
         raise ValueError(f"Received an invalid value for `ema_decay`: expected 0 <= ema_decay < 1. Received: ema_decay={ema_decay}.")
+    if prediction not in ("eps", "v"):
+        raise ValueError(f"Received an invalid value for `prediction`: expected 'eps' (the noise) or 'v' (Salimans & Ho's "
+                         f"velocity). Received: prediction={prediction!r}.")
     if attention not in (0, 1, 2):
         raise ValueError(f"Received an invalid value for `attention`: expected 0 (none), 1 (the lowest level) or 2 (also "
                          f"the level above). Received: attention={attention!r}.")
@@ -363,6 +386,6 @@ def ddpm(input_shape: tuple[int, int, int] = (1, 28, 28), width: int = 32, patch
         raise ValueError(f"Received an invalid value for `clusters`/`guidance`: expected clusters >= 0 (0: unconditional) "
                          f"and guidance >= 0, guidance only with clusters. Received: clusters={clusters}, guidance={guidance}.")
     return DDPM(DDPMConfig(input_shape=input_shape, width=width, patch=patch, timesteps=timesteps, schedule=schedule, ema_decay=ema_decay,
-                           min_snr_gamma=min_snr_gamma, attention=int(attention), clusters=int(clusters),
+                           min_snr_gamma=min_snr_gamma, prediction=prediction, attention=int(attention), clusters=int(clusters),
                            guidance=float(guidance), pixel_mean=tuple(pixel_mean) if pixel_mean is not None else None,
                            pixel_std=tuple(pixel_std) if pixel_std is not None else None))
