@@ -332,8 +332,10 @@ def test_packed_discriminator_judges_consecutive_images_together():
         create_model("dcgan", pack=0)
 
 
-def test_min_snr_weights_each_error_by_min_snr_gamma_over_snr():
-    model = create_model("ddpm", input_shape=(1, 8, 8), width=8, timesteps=20, min_snr_gamma=2.0)
+def _losses_and_their_inputs(prediction):
+    """A tiny DDPM's (min_snr_gamma 2) evaluation losses on six images, and the steps' x0, noise,
+    abar, x_t and the U-Net's prediction, drawn again by hand with the same seed."""
+    model = create_model("ddpm", input_shape=(1, 8, 8), width=8, timesteps=20, min_snr_gamma=2.0, prediction=prediction)
     x = torch.rand(6, 1, 8, 8)
     torch.manual_seed(3)
     with torch.no_grad():
@@ -343,7 +345,13 @@ def test_min_snr_weights_each_error_by_min_snr_gamma_over_snr():
         t = torch.randint(0, 20, (6,))
         noise = torch.randn_like(x0)
         abar = model.alpha_bar[t].view(-1, 1, 1, 1)
-        errors = (model.unet(abar.sqrt() * x0 + (1 - abar).sqrt() * noise, t) - noise).pow(2).mean((1, 2, 3))
+        x_t = abar.sqrt() * x0 + (1 - abar).sqrt() * noise
+        return losses, x0, noise, abar, x_t, model.unet(x_t, t)
+
+
+def test_min_snr_weights_each_error_by_min_snr_gamma_over_snr():
+    losses, _, noise, abar, _, predicted = _losses_and_their_inputs("eps")
+    errors = (predicted - noise).pow(2).mean((1, 2, 3))
     snr = abar.view(-1) / (1 - abar.view(-1))
     assert losses["loss"] == pytest.approx(float((torch.minimum(snr, torch.tensor(2.0)) / snr * errors).mean()), rel=1e-5)
     assert losses["noise_mse"] == pytest.approx(float(errors.mean()), rel=1e-5)
@@ -355,20 +363,9 @@ def test_min_snr_weights_each_error_by_min_snr_gamma_over_snr():
 def test_v_prediction_learns_the_velocity_with_min_snr_weights_over_snr_plus_one():
     """With prediction="v" the target is sqrt(abar) eps - sqrt(1 - abar) x0, weighted by
     min(SNR, gamma) / (SNR + 1); the logged noise error is the one the prediction implies."""
-    model = create_model("ddpm", input_shape=(1, 8, 8), width=8, timesteps=20, min_snr_gamma=2.0, prediction="v")
-    x = torch.rand(6, 1, 8, 8)
-    torch.manual_seed(3)
-    with torch.no_grad():
-        losses = model.evaluation_losses(x, None)
-        torch.manual_seed(3)  # the same steps and noise, by hand
-        x0 = x * 2 - 1
-        t = torch.randint(0, 20, (6,))
-        noise = torch.randn_like(x0)
-        abar = model.alpha_bar[t].view(-1, 1, 1, 1)
-        x_t = abar.sqrt() * x0 + (1 - abar).sqrt() * noise
-        predicted = model.unet(x_t, t)
-        errors = (predicted - (abar.sqrt() * noise - (1 - abar).sqrt() * x0)).pow(2).mean((1, 2, 3))
-        implied_noise = (1 - abar).sqrt() * x_t + abar.sqrt() * predicted
+    losses, x0, noise, abar, x_t, predicted = _losses_and_their_inputs("v")
+    errors = (predicted - (abar.sqrt() * noise - (1 - abar).sqrt() * x0)).pow(2).mean((1, 2, 3))
+    implied_noise = (1 - abar).sqrt() * x_t + abar.sqrt() * predicted
     snr = abar.view(-1) / (1 - abar.view(-1))
     assert losses["loss"] == pytest.approx(float((torch.minimum(snr, torch.tensor(2.0)) / (snr + 1) * errors).mean()), rel=1e-5)
     assert losses["noise_mse"] == pytest.approx(float((implied_noise - noise).pow(2).mean()), rel=1e-4)
