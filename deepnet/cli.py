@@ -295,7 +295,7 @@ def _sample_images(args: argparse.Namespace) -> int:
     if args.score:
         histogram = " ".join(f"{name}:{100 * share:.1f}%" for name, share in result["class_histogram"].items())
         print(f"n {result['n']}  confident (>= 0.9) {100 * result['confident_fraction']:.1f}%  "
-              f"mean confidence {result['mean_confidence']:.3f}  Fréchet distance {result['frechet_distance']:.2f}")
+              f"mean confidence {result['mean_confidence']:.3f}  Fréchet distance {result['frechet_distance']:.3g}")
         print(f"classes {histogram}")
         if args.label is not None:
             print(f"classified as {args.label}: {100 * result['label_fraction']:.1f}%")
