@@ -62,21 +62,19 @@ def autoencoder_vs_pca(run_dir: Path) -> dict:
 def real_floor(classifier: Path, subsets: int = 8) -> dict:
     """The Fréchet distance of N_SAMPLES real training images (never in the reference) to the
     test images, over random subsets: what a perfect generator scores at this sample size. The
-    estimate is biased upwards by about the features' variance over N, so a distance from 1,000
-    samples reads against this floor, not against 0."""
+    estimate is biased upwards by an amount that shrinks as 1/N (Chong & Forsyth 2020), so a
+    distance from 1,000 samples reads against this floor, not against 0."""
     from deepnet.data import load_dataset
-    from deepnet.generate import frechet_distance
-    from deepnet.generate._sample import _classify
+    from deepnet.generate import score_samples
     from deepnet.train.plots import as_raw
     from deepnet.train.run import load_run
 
     judge, data = load_run(classifier), load_dataset("mnist")
     test, train = (torch.from_numpy(as_raw(split.x.numpy(), data.preprocessing)).clamp(0, 1)
                    for split in (data.test, data.train))
-    reference = _classify(judge, test)[1].numpy()
     rng = np.random.default_rng(SEED)
-    values = [frechet_distance(_classify(judge, train[torch.from_numpy(rng.choice(len(train), N_SAMPLES, replace=False))])[1]
-                               .numpy(), reference) for _ in range(subsets)]
+    subsets_drawn = (train[torch.from_numpy(rng.choice(len(train), N_SAMPLES, replace=False))] for _ in range(subsets))
+    values = [score_samples(images, judge, reference=test)["frechet_distance"] for images in subsets_drawn]
     return {"n": N_SAMPLES, "frechet_distances": values, "frechet_mean": float(np.mean(values)),
             "frechet_sd": float(np.std(values, ddof=1)), "frechet_reference": f"{len(test)} test images"}
 
@@ -110,8 +108,8 @@ def real_images(classifier: Path) -> dict:
 
 def drawn(run_dir: Path, classifier: Path, draws: int, **options) -> dict:
     """``scored`` for sampling seeds SEED .. SEED + draws - 1: the first draw's scores, with every
-    draw's Fréchet distance and their mean. One draw's distance moves by about 10% from seed to
-    seed, as much as the DDIM bar, so the bar compares means."""
+    draw's Fréchet distance and their mean. One draw's distance moves by 10-30% from seed to
+    seed, more than the DDIM bar, so the bar compares means."""
     rows = [scored(run_dir, classifier, seed=SEED + k, **options) for k in range(draws)]
     distances = [row["frechet_distance"] for row in rows]
     return rows[0] | {"frechet_distances": distances, "frechet_mean": float(np.mean(distances)),
