@@ -172,6 +172,7 @@ class DCGAN(nn.Module):
         self.config = config
         self.conditional_classes = config.num_classes if config.conditional else 0
         self.code_values = self.conditional_classes or config.categories or config.clusters  # what the generator's labels range over
+        self.condition_values = _conditions(config)  # what both networks read beside the image or code (0: nothing)
         self.pixels = PixelScale(config.input_shape[0], config.pixel_mean, config.pixel_std)
         self.generator = Generator(config)
         self.discriminator = Discriminator(config)
@@ -233,7 +234,7 @@ class DCGAN(nn.Module):
         """Fakes ``(n, C, H, W)`` in [-1, 1] and what the generator read beside the noise: the
         real batch's labels (conditional) or clusters, fresh uniform codes (InfoGAN), or None."""
         z = torch.randn(n, self.config.latent_dim, device=labels.device)
-        if self.conditional_classes or self.config.clusters:
+        if self.condition_values:
             used = labels
         elif self.config.categories:
             used = torch.randint(0, self.config.categories, (n,), device=labels.device)
@@ -256,7 +257,7 @@ class DCGAN(nn.Module):
         return self.pixels.to_pixels(x) * 2 - 1
 
     def _judge(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return self.discriminator(images, labels if self.conditional_classes or self.config.clusters else None)
+        return self.discriminator(images, labels if self.condition_values else None)
 
     def _judge_fake(self, fake: torch.Tensor, labels: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """The logits of fakes, and the cross-entropy of their categorical codes (0 without)."""
