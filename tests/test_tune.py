@@ -53,14 +53,19 @@ def _trial_states_read_only(db: Path) -> list[str]:
         return []
 
 
-def _last_trial_has_beaten(db: Path) -> bool:
-    """Whether the newest trial has recorded a heartbeat. Optuna fails a stale trial only by
-    its heartbeat: one killed before its first would stay RUNNING (read as _trial_states_read_only)."""
+def _last_trial_is_under_way(db: Path, params: int) -> bool:
+    """Whether the newest trial has recorded a heartbeat and drawn all ``params`` of its point
+    (read as _trial_states_read_only). Optuna fails a stale trial only by its heartbeat: one
+    killed before its first would stay RUNNING. The heartbeat starts before the objective draws
+    the point, and a trial killed between the two is retried with fresh draws of the values it
+    had not drawn yet."""
     try:
         with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)) as connection:
-            (count,), = connection.execute("SELECT COUNT(*) FROM trial_heartbeats WHERE trial_id = "
+            (beats,), = connection.execute("SELECT COUNT(*) FROM trial_heartbeats WHERE trial_id = "
                                            "(SELECT MAX(trial_id) FROM trials)")
-            return count > 0
+            (drawn,), = connection.execute("SELECT COUNT(*) FROM trial_params WHERE trial_id = "
+                                           "(SELECT MAX(trial_id) FROM trials)")
+            return beats > 0 and drawn == params
     except sqlite3.OperationalError:
         return False
 
@@ -90,7 +95,7 @@ def test_a_killed_tuner_continues_where_it_stopped(spec, tmp_path):
     while time.time() < deadline and tuner.poll() is None:
         time.sleep(0.2)
         states = _trial_states_read_only(out / "tune.db")
-        if states.count("COMPLETE") >= 2 and states[-1:] == ["RUNNING"] and _last_trial_has_beaten(out / "tune.db"):
+        if states.count("COMPLETE") >= 2 and states[-1:] == ["RUNNING"] and _last_trial_is_under_way(out / "tune.db", params=3):
             break
     tuner.send_signal(signal.SIGKILL)
     tuner.wait()
