@@ -90,12 +90,13 @@ def test_a_killed_tuner_continues_where_it_stopped(spec, tmp_path):
     command = [sys.executable, "-m", "deepnet.cli", "tune", "-c", str(spec), "--trials", "6", "--out", str(out), "--quiet",
                "train.epochs=30"]  # trials of a few seconds, to be killed in the middle of one
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    params = len(load_search(spec).params)
     tuner = subprocess.Popen(command, cwd=ROOT, env=env)
     deadline = time.time() + 240
     while time.time() < deadline and tuner.poll() is None:
         time.sleep(0.2)
         states = _trial_states_read_only(out / "tune.db")
-        if states.count("COMPLETE") >= 2 and states[-1:] == ["RUNNING"] and _last_trial_is_under_way(out / "tune.db", params=3):
+        if states.count("COMPLETE") >= 2 and states[-1:] == ["RUNNING"] and _last_trial_is_under_way(out / "tune.db", params):
             break
     tuner.send_signal(signal.SIGKILL)
     tuner.wait()
