@@ -116,6 +116,31 @@ def test_a_killed_tuner_continues_where_it_stopped(spec, tmp_path):
     assert len(finished) == 6
 
 
+def test_a_trial_killed_before_its_first_checkpoint_is_retried_afresh(spec, tmp_path):
+    """The retry of a killed trial resumes its run only from a checkpoint; a trial killed before
+    writing one (an empty checkpoints/ folder) leaves nothing to resume, and its retry starts over.
+    The study is set up as the heartbeat's retry callback leaves it, without a kill's timing."""
+    out = tmp_path / "out"
+    assert main(["tune", "-c", str(spec), "--trials", "1", "--out", str(out), "--quiet"]) == 0
+    # one trial tells no parameter from another: no importances, rather than a plot calling them equal
+    assert json.loads((out / "tune.json").read_text())["importances"] is None
+    assert not (out / "param_importances.png").exists()
+    study = optuna.load_study(study_name="spec", storage=f"sqlite:///{out / 'tune.db'}")
+    done = study.trials[0]
+    study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.FAIL, params=done.params,
+                                              distributions=done.distributions))
+    killed = out / "trials" / "trial-0001"
+    (killed / "checkpoints").mkdir(parents=True)
+    study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.WAITING, params=done.params,
+                                              distributions=done.distributions,
+                                              system_attrs={"failed_trial": 1, "retry_history": [1]}))
+    assert main(["tune", "-c", str(spec), "--trials", "2", "--out", str(out), "--quiet"]) == 0
+    retry = _trials(out)[2]
+    assert retry.state == optuna.trial.TrialState.COMPLETE and retry.params == done.params
+    assert (out / "trials" / "trial-0002" / "metrics.json").is_file()
+    assert not killed.exists()
+
+
 def test_two_workers_share_one_study(spec, tmp_path, capsys):
     out = tmp_path / "out"
     assert main(["tune", "-c", str(spec), "--trials", "4", "--workers", "2", "--out", str(out), "--quiet"]) == 0

@@ -158,7 +158,7 @@ def _worst(metric: str) -> float:
 def _objective(space: SearchSpace, out: Path, metric: str, quiet: bool, threads: int | None):
     import optuna
 
-    from deepnet.train.checkpoint import remove_checkpoints
+    from deepnet.train.checkpoint import list_checkpoints, remove_checkpoints
     from deepnet.train.experiment import build_model, load_experiment_data
     from deepnet.train.loop import TrainingError, fit, seed_everything
 
@@ -177,9 +177,12 @@ def _objective(space: SearchSpace, out: Path, metric: str, quiet: bool, threads:
         resume = False
         if retried is not None:  # a trial whose worker was killed: continue its run from its checkpoint
             previous = out / "trials" / f"trial-{retried:04d}"
-            if (previous / "checkpoints").is_dir() and not (previous / "metrics.json").is_file():
-                previous.rename(run_dir)
-                resume = True
+            if not (previous / "metrics.json").is_file():
+                if list_checkpoints(previous / "checkpoints"):
+                    previous.rename(run_dir)
+                    resume = True
+                else:  # killed before its first checkpoint: nothing to keep, the retry starts afresh
+                    shutil.rmtree(previous, ignore_errors=True)
         key = config.data.model_dump_json()
         if key not in datasets:
             datasets[key] = load_experiment_data(config)
@@ -319,10 +322,14 @@ def _plot_history(search, path: Path, metric: str) -> None:
 def _plot_importances(search, path: Path) -> dict[str, float] | None:
     import optuna
 
-    try:
-        importances = optuna.importance.get_param_importances(search)
-    except (RuntimeError, ValueError):  # fewer than two complete trials, or no parameter varied
-        return None
+    # Too few distinct complete trials give no importances: Optuna warns and calls every
+    # parameter equal, a plot that would mislead, so there is none.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*importances will be equal", category=UserWarning)
+        try:
+            importances = optuna.importance.get_param_importances(search)
+        except (RuntimeError, ValueError, UserWarning):  # no complete trial, or none to tell apart
+            return None
     import matplotlib
 
     matplotlib.use("Agg")
