@@ -4,7 +4,9 @@ at a tiny size, resumes exactly, and is sampled, scored and encoded from the CLI
 from __future__ import annotations
 
 import json
+import math
 import signal
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -22,7 +24,7 @@ GENERATIVE = [n for n in list_models() if model_info(n).input_kind == "generativ
 # Options whose state the registry's tiny configs do not cover: "name/variant" -> (family, changed arguments)
 VARIANTS = {"dcgan/clusters": ("dcgan", {"categories": 0, "clusters": 4}),
             "ddpm/clusters": ("ddpm", {"clusters": 3, "guidance": 1.0}),
-            "ddpm/v": ("ddpm", {"prediction": "v"})}
+            "ddpm/v": ("ddpm", {"prediction": "v", "noise_levels": "lognormal"})}
 FAMILIES = [*GENERATIVE, "dbn", *VARIANTS]
 OPTIONS = dict(epochs=3, batch_size=32, max_steps_per_epoch=4, seed=1, deterministic=True, threads=1, quiet=True,
                checkpoint_steps=3, lr=1e-3, optimizer="adam", warmup_epochs=0.5)
@@ -372,6 +374,30 @@ def test_v_prediction_learns_the_velocity_with_min_snr_weights_over_snr_plus_one
     assert losses["noise_mse"] == pytest.approx(float((implied_noise - noise).pow(2).mean()), rel=1e-4)
     with pytest.raises(ValueError, match="prediction"):
         create_model("ddpm", prediction="x0")
+
+
+def test_lognormal_noise_levels_draw_each_step_with_the_log_normal_mass_of_its_sigma():
+    """noise_levels="lognormal" draws the steps so that ln sigma_t ~ N(-1.2, 1.2^2) (Karras et
+    al. 2022), discretised to the nearest step; "uniform" draws every step alike."""
+    from deepnet.models.ddpm import step_probabilities
+
+    model = create_model("ddpm", input_shape=(1, 8, 8), width=8, timesteps=250, schedule="cosine", noise_levels="lognormal")
+    p = model.step_probabilities.double()
+    log_sigma = 0.5 * (torch.log1p(-model.alpha_bar.double()) - torch.log(model.alpha_bar.double()))
+    assert float(p.sum()) == pytest.approx(1.0) and bool((p >= 0).all())
+    assert float((p * log_sigma).sum()) == pytest.approx(-1.2, abs=0.02)  # the mean and spread of ln sigma
+    assert float((p * (log_sigma + 1.2) ** 2).sum()) ** 0.5 == pytest.approx(1.2, abs=0.02)
+    assert float(p[log_sigma > math.log(10)].sum()) < 0.003  # the noisiest steps are rarely trained
+    assert torch.equal(step_probabilities(model.alpha_bar, "uniform"), torch.full((250,), 1 / 250))
+    torch.manual_seed(0)  # training draws its steps from these probabilities
+    drawn = []
+    with torch.no_grad(), mock.patch.object(model.unet, "forward", side_effect=lambda x, t, c=None: drawn.append(t) or x):
+        for _ in range(40):
+            model.evaluation_losses(torch.rand(256, 1, 8, 8), None)
+    drawn = log_sigma[torch.cat(drawn)]  # 10,240 draws: their mean's standard error is 0.012
+    assert float(drawn.mean()) == pytest.approx(-1.2, abs=0.05) and float(drawn.std()) == pytest.approx(1.2, abs=0.05)
+    with pytest.raises(ValueError, match="noise_levels"):
+        create_model("ddpm", noise_levels="edm")
 
 
 def test_v_prediction_estimates_x0_and_noise_without_dividing_by_sqrt_abar():

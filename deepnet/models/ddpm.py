@@ -14,6 +14,12 @@ linear (beta from 1e-4 to 0.02, the paper's) or cosine (Nichol & Dhariwal 2021).
 (Min-SNR, Hang et al. 2023; ``SNR_t = abar_t / (1 - abar_t)``; ``min(SNR_t, gamma) / (SNR_t + 1)``
 for v, the same weight on the error of x0): the nearly clean steps, whose noise is the hardest
 to predict and matters least to what the image shows, stop dominating the gradient.
+With ``noise_levels="lognormal"`` the steps are drawn instead so that the noise level
+``sigma_t = sqrt((1 - abar_t) / abar_t)`` (the noise-to-signal ratio of x_t) is log-normal,
+``ln sigma ~ N(-1.2, 1.2^2)`` (Karras et al. 2022, whose sigma is this one for pixels in
+[-1, 1]): each step takes the probability of the log-sigma interval nearest it, so training
+spends its effort on the middle noise levels, where the image's content is decided, rather than
+spreading it evenly over the steps.
 Sampling: ancestral, T steps from pure noise with the posterior variance; or DDIM
 (deterministic, eta = 0) on a subset of the steps, e.g. 50 instead of 1000, spaced evenly from
 the last step down ("trailing": T-1, T-1-T/S, ..., T/S-1; Lin et al. 2024), so that the last DDIM
@@ -73,6 +79,7 @@ class DDPMConfig:
     ema_decay: float = 0.999  # sampling uses an exponential moving average of the weights; 0 = the weights
     min_snr_gamma: float = 0.0  # > 0: Min-SNR loss weighting, min(SNR, gamma) / SNR; 0 = the plain noise MSE
     prediction: str = "eps"  # what the U-Net predicts: eps (the noise) | v (sqrt(abar) eps - sqrt(1 - abar) x0)
+    noise_levels: str = "uniform"  # how training draws the steps: uniform | lognormal (Karras et al.'s ln sigma)
     attention: int = 0  # levels that attend, from the lowest: 0 none, 1 the middle, 2 also the level above
     clusters: int = 0  # > 0: self-guidance with this many k-means clusters of the data; 0: unconditional
     guidance: float = 0.0  # the guidance weight w sampling uses by default (with clusters)
@@ -80,6 +87,7 @@ class DDPMConfig:
     pixel_std: tuple[float, ...] | None = None
 
 
+LOGNORMAL_MEAN, LOGNORMAL_STD = -1.2, 1.2  # ln sigma's mean and spread (Karras et al. 2022, Table 1)
 DDIM_CLIP_SNR = 0.05  # DDIM clips its x0 estimate at steps with abar / (1 - abar) below this (see the docstring)
 
 
@@ -93,6 +101,18 @@ def noise_schedule(name: str, timesteps: int) -> torch.Tensor:
     steps = torch.arange(timesteps + 1, dtype=torch.float64) / timesteps
     alpha_bar = torch.cos((steps + s) / (1 + s) * math.pi / 2) ** 2
     return (1 - alpha_bar[1:] / alpha_bar[:-1]).clamp(max=0.999)
+
+
+def step_probabilities(alpha_bar: torch.Tensor, noise_levels: str) -> torch.Tensor:
+    """The probability with which training draws each step, shape ``(T,)``: uniform, or, for
+    ``lognormal``, the log-normal mass of the interval of ln sigma nearest each step's."""
+    if noise_levels == "uniform":
+        return torch.full_like(alpha_bar, 1 / len(alpha_bar))
+    log_sigma = 0.5 * (torch.log1p(-alpha_bar) - torch.log(alpha_bar))  # increasing with t
+    edges = torch.cat([log_sigma.new_tensor([-math.inf]), (log_sigma[1:] + log_sigma[:-1]) / 2,
+                       log_sigma.new_tensor([math.inf])])
+    cumulative = torch.special.ndtr((edges - LOGNORMAL_MEAN) / LOGNORMAL_STD)
+    return cumulative.diff()
 
 
 def ddim_steps(timesteps: int, count: int) -> list[int]:
@@ -209,6 +229,8 @@ class DDPM(nn.Module):
         alpha_bar = torch.cumprod(1 - betas, 0)
         self.register_buffer("betas", betas.float(), persistent=False)
         self.register_buffer("alpha_bar", alpha_bar.float(), persistent=False)
+        self.register_buffer("step_probabilities", step_probabilities(alpha_bar, config.noise_levels).float(),
+                             persistent=False)
         # The average is kept as buffers (saved with the weights, not trained); it is updated
         # at the start of each training step, so it trails the weights by one update.
         self.ema_names = [name for name, _ in self.unet.named_parameters()]
@@ -249,7 +271,10 @@ class DDPM(nn.Module):
     def _losses(self, x: torch.Tensor, update: bool) -> dict[str, torch.Tensor]:
         """``update``: a training step, which also moves the clusters' centroids."""
         x0 = self.pixels.to_pixels(x) * 2 - 1
-        t = torch.randint(0, self.config.timesteps, (len(x),), device=x.device)  # index 0 is step 1
+        if self.config.noise_levels == "uniform":
+            t = torch.randint(0, self.config.timesteps, (len(x),), device=x.device)  # index 0 is step 1
+        else:
+            t = torch.multinomial(self.step_probabilities, len(x), replacement=True)
         noise = torch.randn_like(x0)
         abar = self.alpha_bar[t].view(-1, 1, 1, 1)
         x_t = abar.sqrt() * x0 + (1 - abar).sqrt() * noise
@@ -358,7 +383,7 @@ class DDPM(nn.Module):
                 tiny={"input_shape": (1, 8, 8), "width": 8, "timesteps": 20, "min_snr_gamma": 5.0, "attention": 2})
 def ddpm(input_shape: tuple[int, int, int] = (1, 28, 28), width: int = 32, patch: int = 1, timesteps: int = 1000,
          schedule: str = "linear", ema_decay: float = 0.999, min_snr_gamma: float = 0.0, prediction: str = "eps",
-         attention: int = 0, clusters: int = 0, guidance: float = 0.0, pixel_mean: tuple[float, ...] | None = None,
+         noise_levels: str = "uniform", attention: int = 0, clusters: int = 0, guidance: float = 0.0, pixel_mean: tuple[float, ...] | None = None,
          pixel_std: tuple[float, ...] | None = None) -> DDPM:
     """DDPM with a small U-Net; ancestral and DDIM sampling."""
     input_shape = tuple(input_shape)
@@ -376,6 +401,9 @@ def ddpm(input_shape: tuple[int, int, int] = (1, 28, 28), width: int = 32, patch
     if prediction not in ("eps", "v"):
         raise ValueError(f"Received an invalid value for `prediction`: expected 'eps' (the noise) or 'v' (Salimans & Ho's "
                          f"velocity). Received: prediction={prediction!r}.")
+    if noise_levels not in ("uniform", "lognormal"):
+        raise ValueError(f"Received an invalid value for `noise_levels`: expected 'uniform' (every step alike) or "
+                         f"'lognormal' (Karras et al.'s ln sigma ~ N(-1.2, 1.2^2)). Received: noise_levels={noise_levels!r}.")
     if attention not in (0, 1, 2):
         raise ValueError(f"Received an invalid value for `attention`: expected 0 (none), 1 (the lowest level) or 2 (also "
                          f"the level above). Received: attention={attention!r}.")
@@ -386,6 +414,6 @@ def ddpm(input_shape: tuple[int, int, int] = (1, 28, 28), width: int = 32, patch
         raise ValueError(f"Received an invalid value for `clusters`/`guidance`: expected clusters >= 0 (0: unconditional) "
                          f"and guidance >= 0, guidance only with clusters. Received: clusters={clusters}, guidance={guidance}.")
     return DDPM(DDPMConfig(input_shape=input_shape, width=width, patch=patch, timesteps=timesteps, schedule=schedule, ema_decay=ema_decay,
-                           min_snr_gamma=min_snr_gamma, prediction=prediction, attention=int(attention), clusters=int(clusters),
+                           min_snr_gamma=min_snr_gamma, prediction=prediction, noise_levels=noise_levels, attention=int(attention), clusters=int(clusters),
                            guidance=float(guidance), pixel_mean=tuple(pixel_mean) if pixel_mean is not None else None,
                            pixel_std=tuple(pixel_std) if pixel_std is not None else None))
