@@ -137,6 +137,14 @@ def test_gradient_clipping_and_bf16_run(blob_data):
     assert run.metrics["test_accuracy"] > 0.5
 
 
+@pytest.mark.parametrize("native", [False, True, None])
+def test_bf16_on_a_cpu_that_emulates_it_says_to_use_fp32(blob_data, capsys, monkeypatch, native):
+    monkeypatch.setattr("deepnet.train.loop.cpu_has_native_bf16", lambda: native)
+    dn.fit(_mlp(blob_data), blob_data, epochs=1, batch_size=16, precision="bf16", quiet=False)
+    warned = "without native bfloat16" in capsys.readouterr().err
+    assert warned == (native is False)  # None: a CPU whose features cannot be read gets no guess
+
+
 def test_progress_line_per_epoch_when_not_a_terminal(blob_data, capsys):
     dn.fit(_mlp(blob_data), blob_data, epochs=2)
     err = capsys.readouterr().err
